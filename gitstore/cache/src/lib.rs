@@ -1,0 +1,1 @@
+//! Observed state: an etcd-compatible multi-version key-value cache.

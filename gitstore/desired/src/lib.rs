@@ -1,0 +1,1 @@
+//! Desired state from Git: a commit of Kubernetes manifests, loaded, validated and planned.

@@ -1,0 +1,1 @@
+//! The service proxy ("kube-proxy"): gives Services stable addresses, in iptables or userspace.

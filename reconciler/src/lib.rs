@@ -1,0 +1,1 @@
+//! Scheduler and controllers: pure functions of desired and observed state, and their executor.
