@@ -1,5 +1,7 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
+mod cache;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +17,11 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// The etcd-compatible cache on its own.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -25,5 +31,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Cache(c) => cache::run(c),
+    }
 }
