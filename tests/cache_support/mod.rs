@@ -39,14 +39,20 @@ impl Kommit {
             .spawn()
             .expect("kommit starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("kommit printed {line:?} instead of its address"))
             .parse()
             .unwrap();
-        Kommit { child, addr, data_dir: data_dir.to_path_buf() }
+        Kommit {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -67,7 +73,11 @@ impl Drop for Kommit {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real etcd (single member) in a temp dir on loopback ports, killed on drop.
@@ -87,8 +97,18 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "differential", "--data-dir"])
             .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &curl, "--advertise-client-urls", &curl])
-            .args(["--listen-peer-urls", &purl, "--initial-advertise-peer-urls", &purl])
+            .args([
+                "--listen-client-urls",
+                &curl,
+                "--advertise-client-urls",
+                &curl,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &purl,
+                "--initial-advertise-peer-urls",
+                &purl,
+            ])
             .args(["--initial-cluster", &format!("differential={purl}")])
             .args(["--log-level", "error", "--logger", "zap"])
             .stdout(Stdio::null())
@@ -96,14 +116,22 @@ impl Etcd {
             .spawn()
             .expect("etcd is installed (Debian package etcd-server; tests/run installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{client}").parse().unwrap();
-        let etcd = Etcd { child, addr, _dir: dir };
+        let etcd = Etcd {
+            child,
+            addr,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = etcdctl(&etcd.endpoint(), &["endpoint", "health"], None);
             if out.status.success() {
                 break;
             }
-            assert!(Instant::now() < deadline, "etcd did not become healthy: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         etcd
@@ -128,13 +156,22 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("etcdctl is installed (Debian package etcd-client; tests/run installs it)");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -160,7 +197,11 @@ pub struct Clients {
 pub async fn connect(addr: SocketAddr) -> Clients {
     let deadline = Instant::now() + Duration::from_secs(20);
     let channel = loop {
-        match Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+        match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
             Ok(c) => break c,
             Err(e) => {
                 assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
@@ -176,14 +217,25 @@ pub async fn connect(addr: SocketAddr) -> Clients {
 }
 
 pub fn put(key: &str, value: &str) -> epb::PutRequest {
-    epb::PutRequest { key: key.as_bytes().to_vec().into(), value: value.as_bytes().to_vec().into(), ..Default::default() }
+    epb::PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
 }
 
 pub fn range(key: &str) -> epb::RangeRequest {
-    epb::RangeRequest { key: key.as_bytes().to_vec().into(), ..Default::default() }
+    epb::RangeRequest {
+        key: key.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
 }
 
 pub fn prefix_range(prefix: &str) -> epb::RangeRequest {
     let end = kommit_cache::prefix_end(prefix.as_bytes());
-    epb::RangeRequest { key: prefix.as_bytes().to_vec().into(), range_end: end, ..Default::default() }
+    epb::RangeRequest {
+        key: prefix.as_bytes().to_vec().into(),
+        range_end: end,
+        ..Default::default()
+    }
 }

@@ -308,8 +308,13 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 }
 
 impl Store {
+    /// An empty store. Its revision is 1, as an empty etcd's is: the first
+    /// write makes revision 2.
     pub fn new() -> Self {
-        Store::default()
+        Store {
+            rev: 1,
+            ..Store::default()
+        }
     }
 
     /// Live key-values in a range at `rev`, in key order.

@@ -18,16 +18,20 @@ async fn put(c: &Cache, k: &str, v: &str) -> PutResponse {
 #[tokio::test]
 async fn put_range_versions_and_past_revisions() {
     let c = Cache::in_memory();
-    assert_eq!(c.current_revision(), 0);
+    assert_eq!(
+        c.current_revision(),
+        1,
+        "an empty store is at revision 1, as etcd's"
+    );
     let r1 = put(&c, "/registry/pods/default/a", "1").await;
     let r2 = put(&c, "/registry/pods/default/b", "2").await;
     let r3 = put(&c, "/registry/pods/default/a", "3").await;
-    assert_eq!((r1.revision, r2.revision, r3.revision), (1, 2, 3));
+    assert_eq!((r1.revision, r2.revision, r3.revision), (2, 3, 4));
 
     let a = c.get("/registry/pods/default/a").await.unwrap().unwrap();
     assert_eq!(
         (a.create_revision, a.mod_revision, a.version, &a.value[..]),
-        (1, 3, 2, &b"3"[..])
+        (2, 4, 2, &b"3"[..])
     );
 
     let all = c
@@ -35,19 +39,19 @@ async fn put_range_versions_and_past_revisions() {
         .await
         .unwrap();
     assert_eq!(all.count, 2);
-    assert_eq!(all.revision, 3);
+    assert_eq!(all.revision, 4);
     assert_eq!(
         all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
         vec![b("/registry/pods/default/a"), b("/registry/pods/default/b")]
     );
 
     let old = c
-        .range(RangeRequest::key("/registry/pods/default/a").with_revision(2))
+        .range(RangeRequest::key("/registry/pods/default/a").with_revision(3))
         .await
         .unwrap();
     assert_eq!(&old.kvs[0].value[..], b"1");
     assert_eq!(
-        old.revision, 3,
+        old.revision, 4,
         "the header carries the current revision, as etcd's"
     );
 
@@ -94,7 +98,7 @@ async fn put_range_versions_and_past_revisions() {
             .unwrap_err(),
         Error::FutureRevision {
             requested: 99,
-            current: 3
+            current: 4
         }
     );
     assert_eq!(
@@ -114,14 +118,14 @@ async fn delete_and_prev_kv() {
         .unwrap();
     assert_eq!(
         (none.deleted, none.revision),
-        (0, 2),
+        (0, 3),
         "deleting nothing makes no revision"
     );
     let d = c
         .delete_range(DeleteRangeRequest::prefix("k").with_prev_kv())
         .await
         .unwrap();
-    assert_eq!((d.deleted, d.revision, d.prev_kvs.len()), (2, 3, 2));
+    assert_eq!((d.deleted, d.revision, d.prev_kvs.len()), (2, 4, 2));
     assert!(c.get("k1").await.unwrap().is_none());
     // Re-creating starts a new generation.
     let p = c
@@ -130,7 +134,7 @@ async fn delete_and_prev_kv() {
         .unwrap();
     assert!(p.prev_kv.is_none());
     let kv = c.get("k1").await.unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.version), (4, 1));
+    assert_eq!((kv.create_revision, kv.version), (5, 1));
 
     let mut iv = PutRequest::new("missing", "");
     iv.ignore_value = true;
@@ -165,17 +169,17 @@ async fn txn_compares_branches_and_one_revision() {
     };
     let r = c.txn(t.clone()).await.unwrap();
     assert!(r.succeeded);
-    assert_eq!(r.revision, 2);
+    assert_eq!(r.revision, 3);
     let ResponseOp::Range(rr) = &r.responses[2] else {
         panic!("range response")
     };
     assert_eq!(rr.count, 2, "a range in a txn sees the txn's own writes");
-    assert!(rr.kvs.iter().all(|kv| kv.mod_revision == 2));
+    assert!(rr.kvs.iter().all(|kv| kv.mod_revision == 3));
 
     // The same txn again fails its compare and runs the failure branch.
     let r = c.txn(t).await.unwrap();
     assert!(!r.succeeded);
-    assert_eq!(r.revision, 2, "a read-only branch makes no revision");
+    assert_eq!(r.revision, 3, "a read-only branch makes no revision");
 
     // A missing key compares as zero (version == 0 means "absent").
     let create = TxnRequest {
@@ -257,22 +261,22 @@ async fn compaction() {
     for i in 0..5 {
         put(&c, "k", &i.to_string()).await;
     }
-    put(&c, "gone", "x").await; // 6
+    put(&c, "gone", "x").await; // 7
     c.delete_range(DeleteRangeRequest::key("gone"))
         .await
-        .unwrap(); // 7
-    c.compact(4).await.unwrap();
-    assert_eq!(c.compact_revision(), 4);
+        .unwrap(); // 8
+    c.compact(5).await.unwrap();
+    assert_eq!(c.compact_revision(), 5);
     assert_eq!(
-        c.range(RangeRequest::key("k").with_revision(3))
+        c.range(RangeRequest::key("k").with_revision(4))
             .await
             .unwrap_err(),
         Error::Compacted {
-            compact_revision: 4
+            compact_revision: 5
         }
     );
     assert_eq!(
-        &c.range(RangeRequest::key("k").with_revision(4))
+        &c.range(RangeRequest::key("k").with_revision(5))
             .await
             .unwrap()
             .kvs[0]
@@ -280,19 +284,19 @@ async fn compaction() {
         b"3"
     );
     assert_eq!(
-        c.compact(4).await.unwrap_err(),
+        c.compact(5).await.unwrap_err(),
         Error::Compacted {
-            compact_revision: 4
+            compact_revision: 5
         }
     );
     assert_eq!(
         c.compact(100).await.unwrap_err(),
         Error::FutureRevision {
             requested: 100,
-            current: 7
+            current: 8
         }
     );
-    c.compact(7).await.unwrap();
+    c.compact(8).await.unwrap();
     assert!(c.get("gone").await.unwrap().is_none());
     assert_eq!(c.get("k").await.unwrap().unwrap().version, 5);
 }
@@ -395,16 +399,16 @@ async fn next(w: &mut Watcher) -> WatchResponse {
 #[tokio::test]
 async fn watch_from_revision_prev_kv_filters() {
     let c = Cache::in_memory();
-    put(&c, "/registry/pods/a", "1").await; // 1
-    put(&c, "/registry/svc/x", "1").await; // 2
-    put(&c, "/registry/pods/a", "2").await; // 3
+    put(&c, "/registry/pods/a", "1").await; // 2
+    put(&c, "/registry/svc/x", "1").await; // 3
+    put(&c, "/registry/pods/a", "2").await; // 4
     c.delete_range(DeleteRangeRequest::key("/registry/pods/a"))
         .await
-        .unwrap(); // 4
+        .unwrap(); // 5
 
     let mut w = c.watch(
         WatchRequest::prefix("/registry/pods/")
-            .from_revision(1)
+            .from_revision(2)
             .with_prev_kv(),
         1,
     );
@@ -416,7 +420,7 @@ async fn watch_from_revision_prev_kv_filters() {
     }
     assert_eq!(
         events.iter().map(|e| e.revision()).collect::<Vec<_>>(),
-        vec![1, 3, 4]
+        vec![2, 4, 5]
     );
     assert_eq!(events[1].prev_kv.as_ref().unwrap().value, b("1"));
     assert_eq!(events[2].kind, EventType::Delete);
@@ -426,15 +430,15 @@ async fn watch_from_revision_prev_kv_filters() {
     let mut req = WatchRequest::prefix("/registry/pods/");
     req.filters = vec![WatchFilter::NoPut];
     let mut dels = c.watch(req, 2);
-    put(&c, "/registry/pods/b", "1").await; // 5
+    put(&c, "/registry/pods/b", "1").await; // 6
     c.delete_range(DeleteRangeRequest::key("/registry/pods/b"))
         .await
-        .unwrap(); // 6
+        .unwrap(); // 7
     let r = next(&mut dels).await;
     assert_eq!(r.events.len(), 1);
     assert_eq!(
         (r.events[0].kind, r.events[0].revision()),
-        (EventType::Delete, 6)
+        (EventType::Delete, 7)
     );
     assert!(r.events[0].prev_kv.is_none(), "no prev_kv unless asked");
 
@@ -442,7 +446,7 @@ async fn watch_from_revision_prev_kv_filters() {
     dels.request_progress();
     let p = next(&mut dels).await;
     assert!(p.is_progress_notify());
-    assert_eq!(p.revision, 6);
+    assert_eq!(p.revision, 7);
 
     dels.cancel();
     let end = next(&mut dels).await;
@@ -473,7 +477,7 @@ async fn watch_txn_events_share_a_revision_in_order() {
         vec![b("t/b"), b("t/a"), b("t/c")],
         "events follow the txn's op order"
     );
-    assert!(r.events.iter().all(|e| e.revision() == 1));
+    assert!(r.events.iter().all(|e| e.revision() == 2));
 }
 
 #[tokio::test]
@@ -482,18 +486,18 @@ async fn watch_from_compacted_revision_is_canceled_with_the_revision() {
     for i in 0..5 {
         put(&c, "k", &i.to_string()).await;
     }
-    c.compact(3).await.unwrap();
-    let mut w = c.watch(WatchRequest::key("k").from_revision(2), 9);
+    c.compact(4).await.unwrap();
+    let mut w = c.watch(WatchRequest::key("k").from_revision(3), 9);
     let r = next(&mut w).await;
     assert!(r.canceled);
-    assert_eq!(r.compact_revision, 3);
+    assert_eq!(r.compact_revision, 4);
     assert!(w.recv().await.is_none());
     // From the compaction revision itself, history is still there.
-    let mut w = c.watch(WatchRequest::key("k").from_revision(3), 10);
+    let mut w = c.watch(WatchRequest::key("k").from_revision(4), 10);
     let r = next(&mut w).await;
     assert_eq!(
         r.events.iter().map(|e| e.revision()).collect::<Vec<_>>(),
-        vec![3, 4, 5]
+        vec![4, 5, 6]
     );
 }
 
@@ -540,7 +544,7 @@ async fn slow_watcher_is_canceled_with_a_reason_and_others_keep_going() {
     );
     assert_eq!(
         seen,
-        (1..=seen.len() as i64).collect::<Vec<_>>(),
+        (2..=seen.len() as i64 + 1).collect::<Vec<_>>(),
         "no gap before the cancellation"
     );
     assert!(seen.len() < 200);
@@ -559,7 +563,7 @@ async fn progress_notify_when_idle() {
     let mut w = c.watch(req, 3);
     let r = next(&mut w).await;
     assert!(r.is_progress_notify());
-    assert_eq!(r.revision, 1);
+    assert_eq!(r.revision, 2);
 }
 
 #[tokio::test]
@@ -585,7 +589,7 @@ async fn reopen_keeps_writes_leases_and_revision() {
             .await
             .unwrap();
         c.delete_range(DeleteRangeRequest::key("t1")).await.unwrap();
-        c.compact(2).await.unwrap();
+        c.compact(3).await.unwrap();
         assert!(matches!(
             Cache::open(dir.path(), Options::default()),
             Err(OpenError::Locked { .. })
@@ -593,23 +597,23 @@ async fn reopen_keeps_writes_leases_and_revision() {
     }
     // The committer thread releases the directory once the last handle is gone.
     let c = reopen(dir.path());
-    assert_eq!(c.current_revision(), 5);
-    assert_eq!(c.compact_revision(), 2);
+    assert_eq!(c.current_revision(), 6);
+    assert_eq!(c.compact_revision(), 3);
     let a = c.get("/registry/pods/a").await.unwrap().unwrap();
-    assert_eq!((a.version, a.mod_revision, &a.value[..]), (2, 2, &b"2"[..]));
+    assert_eq!((a.version, a.mod_revision, &a.value[..]), (2, 3, &b"2"[..]));
     assert!(c.get("t1").await.unwrap().is_none());
     assert_eq!(
         c.lease_time_to_live(lease_id, true).await.unwrap().keys,
         vec![b("leased")]
     );
     // History after the compaction is still watchable, with prev_kv.
-    let mut w = c.watch(WatchRequest::prefix("").from_revision(2).with_prev_kv(), 0);
+    let mut w = c.watch(WatchRequest::prefix("").from_revision(3).with_prev_kv(), 0);
     let mut revs = Vec::new();
     while revs.len() < 5 {
         revs.extend(next(&mut w).await.events.iter().map(|e| e.revision()));
     }
-    assert_eq!(revs, vec![2, 3, 3, 4, 5]);
-    assert_eq!(put(&c, "after", "1").await.revision, 6);
+    assert_eq!(revs, vec![3, 4, 4, 5, 6]);
+    assert_eq!(put(&c, "after", "1").await.revision, 7);
 }
 
 #[tokio::test]
@@ -632,7 +636,7 @@ async fn snapshot_then_reopen() {
             )
             .await;
         }
-        c.compact(150).await.unwrap();
+        c.compact(151).await.unwrap();
         for i in 0..10 {
             put(&c, "/registry/pods/ns/p0", &format!("late{i}")).await;
         }
@@ -643,7 +647,7 @@ async fn snapshot_then_reopen() {
         "the log was emptied by snapshots ({wal_len} bytes)"
     );
     let c = reopen(dir.path());
-    assert_eq!(c.current_revision(), 210);
+    assert_eq!(c.current_revision(), 211);
     assert_eq!(
         c.range(RangeRequest::prefix("/registry/pods/"))
             .await
@@ -655,13 +659,13 @@ async fn snapshot_then_reopen() {
     assert_eq!((p0.version, &p0.value[..]), (20, &b"late9"[..]));
     let mut w = c.watch(
         WatchRequest::key("/registry/pods/ns/p0")
-            .from_revision(150)
+            .from_revision(151)
             .with_prev_kv(),
         0,
     );
     let r = next(&mut w).await;
-    assert_eq!(r.events[0].revision(), 161);
-    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().mod_revision, 141);
+    assert_eq!(r.events[0].revision(), 162);
+    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().mod_revision, 142);
 }
 
 fn reopen(dir: &std::path::Path) -> Cache {

@@ -205,22 +205,48 @@ impl Headers {
     }
 
     pub fn txn_out(&self, r: TxnResponse) -> epb::TxnResponse {
-        use epb::response_op::Response as R;
         epb::TxnResponse {
             header: self.at(r.revision),
             succeeded: r.succeeded,
-            responses: r
-                .responses
-                .into_iter()
-                .map(|op| epb::ResponseOp {
-                    response: Some(match op {
-                        ResponseOp::Range(x) => R::ResponseRange(self.range_out(x)),
-                        ResponseOp::Put(x) => R::ResponsePut(self.put_out(x)),
-                        ResponseOp::DeleteRange(x) => R::ResponseDeleteRange(self.delete_out(x)),
-                        ResponseOp::Txn(x) => R::ResponseTxn(self.txn_out(x)),
-                    }),
-                })
-                .collect(),
+            responses: inner_ops(r.responses),
         }
     }
+}
+
+/// Responses inside a txn, as etcd sends them: their headers carry only the
+/// revision, and a nested txn's header is empty.
+fn inner_ops(ops: Vec<ResponseOp>) -> Vec<epb::ResponseOp> {
+    use epb::response_op::Response as R;
+    let h = |revision: i64| {
+        Some(epb::ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
+    ops.into_iter()
+        .map(|op| epb::ResponseOp {
+            response: Some(match op {
+                ResponseOp::Range(x) => R::ResponseRange(epb::RangeResponse {
+                    header: h(x.revision),
+                    kvs: x.kvs.into_iter().map(kv_out).collect(),
+                    more: x.more,
+                    count: x.count,
+                }),
+                ResponseOp::Put(x) => R::ResponsePut(epb::PutResponse {
+                    header: h(x.revision),
+                    prev_kv: x.prev_kv.map(kv_out),
+                }),
+                ResponseOp::DeleteRange(x) => R::ResponseDeleteRange(epb::DeleteRangeResponse {
+                    header: h(x.revision),
+                    deleted: x.deleted,
+                    prev_kvs: x.prev_kvs.into_iter().map(kv_out).collect(),
+                }),
+                ResponseOp::Txn(x) => R::ResponseTxn(epb::TxnResponse {
+                    header: Some(epb::ResponseHeader::default()),
+                    succeeded: x.succeeded,
+                    responses: inner_ops(x.responses),
+                }),
+            }),
+        })
+        .collect()
 }
