@@ -541,14 +541,38 @@ pub fn routes(cache: Cache, opts: ServeOptions) -> tonic::service::Routes {
         .add_service(
             epb::maintenance_server::MaintenanceServer::new(svc).max_decoding_message_size(max_msg),
         );
-    let router =
-        b.routes()
-            .into_axum_router()
-            .fallback(|uri: tonic::codegen::http::Uri| async move {
-                Status::unimplemented(format!("kommit's cache does not serve {}", uri.path()))
-                    .into_http::<tonic::body::Body>()
-            });
+    let router = b
+        .routes()
+        .into_axum_router()
+        .fallback(|uri: tonic::codegen::http::Uri| async move {
+            Status::unimplemented(format!("kommit's cache does not serve {}", uri.path()))
+                .into_http::<tonic::body::Body>()
+        })
+        .layer(axum::middleware::from_fn(name_unimplemented));
     tonic::service::Routes::from(router)
+}
+
+/// Unknown methods of known services answer Unimplemented without a message;
+/// this names the method, as the fallback does for unknown services.
+async fn name_unimplemented(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"12")
+        && !headers.contains_key("grpc-message")
+    {
+        // grpc-message is percent-encoded; method paths are plain ASCII.
+        let msg = format!("kommit's cache does not serve {path}").replace('%', "%25");
+        if let Ok(v) = tonic::codegen::http::HeaderValue::from_str(&msg) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    resp
 }
 
 /// Serves the etcd v3 API of `cache` on `listener` until `shutdown` completes.
