@@ -79,7 +79,7 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
         &ep,
         &["get", "/registry/pods/", "--prefix", "-w", "json"],
     ));
-    assert_eq!(got["header"]["revision"], 4);
+    assert_eq!(got["header"]["revision"], 5);
     assert_eq!(got["count"], 2);
     let kvs = got["kvs"].as_array().unwrap();
     assert_eq!(kvs[0]["key"], b64("/registry/pods/default/web-0"));
@@ -90,14 +90,14 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
             kvs[0]["mod_revision"].as_i64(),
             kvs[0]["version"].as_i64()
         ),
-        (Some(1), Some(4), Some(2))
+        (Some(2), Some(5), Some(2))
     );
     let old = etcdctl_ok(
         &ep,
         &[
             "get",
             "/registry/pods/default/web-0",
-            "--rev=1",
+            "--rev=2",
             "--print-value-only",
         ],
     );
@@ -139,7 +139,7 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
     let text = String::from_utf8(out.stdout).unwrap();
     let t = json(text.lines().last().unwrap());
     assert_eq!(t["succeeded"], true);
-    assert_eq!(t["header"]["revision"], 6);
+    assert_eq!(t["header"]["revision"], 7);
     // The same compare now fails and the failure branch (a get) runs.
     let out = etcdctl(&ep, &["txn", "-i"], Some(script));
     let text = String::from_utf8(out.stdout).unwrap();
@@ -152,7 +152,7 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
         .arg(format!("--endpoints={ep}"))
         .args([
             "watch",
-            "--rev=1",
+            "--rev=2",
             "--prefix",
             "/registry/pods/",
             "--prev-kv",
@@ -184,8 +184,8 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
         .iter()
         .map(|e| e["kv"]["mod_revision"].as_i64().unwrap())
         .collect();
-    assert_eq!(revs, vec![1, 2, 4, 5, 6, 6]);
-    assert_eq!(events[3]["type"], 1, "revision 5 is a delete");
+    assert_eq!(revs, vec![2, 3, 5, 6, 7, 7]);
+    assert_eq!(events[3]["type"], 1, "revision 6 is a delete");
     assert_eq!(events[3]["prev_kv"]["value"], b64(r#"{"kind":"Pod"}"#));
     assert_eq!(
         events[2]["prev_kv"]["value"],
@@ -197,7 +197,7 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
         &rx.recv_timeout(Duration::from_secs(10))
             .expect("live event"),
     );
-    assert_eq!(resp["Events"][0]["kv"]["mod_revision"], 7);
+    assert_eq!(resp["Events"][0]["kv"]["mod_revision"], 8);
     let _ = w.kill();
     let _ = w.wait();
 
@@ -241,18 +241,18 @@ fn etcdctl_kv_txn_watch_lease_compaction_status() {
 
     // compaction
     assert_eq!(
-        etcdctl_ok(&ep, &["compaction", "4"]).trim(),
-        "compacted revision 4"
+        etcdctl_ok(&ep, &["compaction", "5"]).trim(),
+        "compacted revision 5"
     );
     let old = etcdctl(
         &ep,
-        &["get", "/registry/pods/default/web-0", "--rev=3"],
+        &["get", "/registry/pods/default/web-0", "--rev=4"],
         None,
     );
     assert!(!old.status.success());
     assert!(String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"));
     assert!(
-        etcdctl_ok(&ep, &["get", "/registry/pods/default/web-0", "--rev=4"])
+        etcdctl_ok(&ep, &["get", "/registry/pods/default/web-0", "--rev=5"])
             .contains(r#"{"kind":"Pod","v":2}"#)
     );
 
