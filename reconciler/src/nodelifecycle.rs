@@ -141,8 +141,11 @@ pub fn reconcile(ctx: &Context, observed: &Observed, config: &NodeLifecycleConfi
             Some("Unknown") => Some(TAINT_UNREACHABLE),
             Some(_) => Some(TAINT_NOT_READY),
         };
-        let spec = updated.spec.get_or_insert_with(Default::default);
-        let mut taints: Vec<Taint> = spec.taints.clone().unwrap_or_default();
+        let mut taints: Vec<Taint> = updated
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let before = taints.clone();
         taints.retain(|t| {
             !((t.key == TAINT_UNREACHABLE || t.key == TAINT_NOT_READY)
@@ -161,7 +164,7 @@ pub fn reconcile(ctx: &Context, observed: &Observed, config: &NodeLifecycleConfi
             }
         }
         if taints != before {
-            spec.taints = if taints.is_empty() {
+            updated.spec.get_or_insert_with(Default::default).taints = if taints.is_empty() {
                 None
             } else {
                 Some(taints.clone())

@@ -13,7 +13,13 @@ use kommit_reconciler::{Action, Object, Observed, ReconcileError, Requeue};
 
 /// The ReplicaSet the controller makes for `d`, with `replicas` of which `available`
 /// are available, at `revision`, created at `T0 + created`.
-fn rs_for(d: &Deployment, replicas: i32, available: i32, revision: i64, created: i64) -> ReplicaSet {
+fn rs_for(
+    d: &Deployment,
+    replicas: i32,
+    available: i32,
+    revision: i64,
+    created: i64,
+) -> ReplicaSet {
     let out = deployment::reconcile(&ctx(created), d, &Observed::default(), None).unwrap();
     let mut rs = match created_rs(&out.actions) {
         Some(rs) => rs,
@@ -21,7 +27,11 @@ fn rs_for(d: &Deployment, replicas: i32, available: i32, revision: i64, created:
     };
     rs.spec.as_mut().unwrap().replicas = Some(replicas);
     meta::set_annotation(&mut rs.metadata, DEPLOYMENT_REVISION, revision.to_string());
-    meta::set_annotation(&mut rs.metadata, meta::DESIRED_REPLICAS, d.spec.as_ref().unwrap().replicas.unwrap().to_string());
+    meta::set_annotation(
+        &mut rs.metadata,
+        meta::DESIRED_REPLICAS,
+        d.spec.as_ref().unwrap().replicas.unwrap().to_string(),
+    );
     rs.metadata.resource_version = Some(format!("{}", 10 + created));
     rs.metadata.creation_timestamp = Some(Time(t(created)));
     rs.status = Some(ReplicaSetStatus {
@@ -35,10 +45,13 @@ fn rs_for(d: &Deployment, replicas: i32, available: i32, revision: i64, created:
 }
 
 fn created_rs(actions: &[Action]) -> Option<ReplicaSet> {
-    created(actions, "ReplicaSet").into_iter().next().map(|o| match o {
-        Object::ReplicaSet(rs) => rs.clone(),
-        _ => unreachable!(),
-    })
+    created(actions, "ReplicaSet")
+        .into_iter()
+        .next()
+        .map(|o| match o {
+            Object::ReplicaSet(rs) => rs.clone(),
+            _ => unreachable!(),
+        })
 }
 
 fn updated_rs(actions: &[Action]) -> Vec<ReplicaSet> {
@@ -59,7 +72,10 @@ fn written_status(actions: &[Action]) -> Option<Deployment> {
 }
 
 fn observed_with(rss: Vec<ReplicaSet>, status: Option<DeploymentStatus>) -> Observed {
-    let mut o = Observed { replica_sets: rss, ..Default::default() };
+    let mut o = Observed {
+        replica_sets: rss,
+        ..Default::default()
+    };
     if let Some(s) = status {
         o.deployments.push(Deployment {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
@@ -75,7 +91,10 @@ fn observed_with(rss: Vec<ReplicaSet>, status: Option<DeploymentStatus>) -> Obse
     o
 }
 
-fn cond<'a>(s: &'a DeploymentStatus, type_: &str) -> &'a k8s_openapi::api::apps::v1::DeploymentCondition {
+fn cond<'a>(
+    s: &'a DeploymentStatus,
+    type_: &str,
+) -> &'a k8s_openapi::api::apps::v1::DeploymentCondition {
     deployment::condition(s, type_).unwrap()
 }
 
@@ -87,33 +106,69 @@ fn new_deployment_creates_hashed_owned_replicaset() {
     let hash = rs.metadata.labels.as_ref().unwrap()[POD_TEMPLATE_HASH].clone();
     assert_eq!(meta::name(&rs.metadata), format!("web-{hash}"));
     let spec = rs.spec.as_ref().unwrap();
-    assert_eq!(spec.selector.match_labels.as_ref().unwrap()[POD_TEMPLATE_HASH], hash);
+    assert_eq!(
+        spec.selector.match_labels.as_ref().unwrap()[POD_TEMPLATE_HASH],
+        hash
+    );
     assert_eq!(spec.selector.match_labels.as_ref().unwrap()["app"], "web");
-    let tlabels = spec.template.as_ref().unwrap().metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    let tlabels = spec
+        .template
+        .as_ref()
+        .unwrap()
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
     assert_eq!(tlabels[POD_TEMPLATE_HASH], hash);
     // replicas + maxSurge allows all 4 at once for a fresh Deployment.
     assert_eq!(spec.replicas, Some(4));
     let owner = meta::controller_of(&rs.metadata).unwrap();
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Deployment", "web"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Deployment", "web")
+    );
     assert_eq!(owner.uid, meta::desired_uid("Deployment", &d.metadata));
-    assert_eq!(meta::annotation(&rs.metadata, DEPLOYMENT_REVISION), Some("1"));
-    assert_eq!(meta::annotation(&rs.metadata, meta::REVISION_ANNOTATION), Some("abc123"));
+    assert_eq!(
+        meta::annotation(&rs.metadata, DEPLOYMENT_REVISION),
+        Some("1")
+    );
+    assert_eq!(
+        meta::annotation(&rs.metadata, meta::REVISION_ANNOTATION),
+        Some("abc123")
+    );
     assert_eq!(
         events(&out.actions),
-        vec![("ScalingReplicaSet".into(), format!("Scaled up replica set web-{hash} from 0 to 4"))]
+        vec![(
+            "ScalingReplicaSet".into(),
+            format!("Scaled up replica set web-{hash} from 0 to 4")
+        )]
     );
     let status = written_status(&out.actions).unwrap();
-    assert_eq!(meta::annotation(&status.metadata, DEPLOYMENT_REVISION), Some("1"));
+    assert_eq!(
+        meta::annotation(&status.metadata, DEPLOYMENT_REVISION),
+        Some("1")
+    );
     let s = status.status.unwrap();
     let p = cond(&s, "Progressing");
-    assert_eq!((p.status.as_str(), p.reason.as_deref()), ("True", Some("NewReplicaSetCreated")));
-    assert_eq!(p.message.as_deref(), Some(format!("Created new replica set \"web-{hash}\"").as_str()));
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_deref()),
+        ("True", Some("NewReplicaSetCreated"))
+    );
+    assert_eq!(
+        p.message.as_deref(),
+        Some(format!("Created new replica set \"web-{hash}\"").as_str())
+    );
     assert_eq!(cond(&s, "Available").status, "False");
     // The deadline is watched.
     assert!(matches!(out.requeue, Requeue::After(_)));
     // Same template, same name: the hash is stable.
     let again = deployment::reconcile(&ctx(5), &d, &Observed::default(), None).unwrap();
-    assert_eq!(created_rs(&again.actions).unwrap().metadata.name, rs.metadata.name);
+    assert_eq!(
+        created_rs(&again.actions).unwrap().metadata.name,
+        rs.metadata.name
+    );
 }
 
 #[test]
@@ -128,19 +183,44 @@ fn fenceposts_round_like_kubernetes() {
     let mut d = web("web:1");
     d.spec.as_mut().unwrap().strategy = None;
     set_replicas(&mut d, 10);
-    assert_eq!(deployment::strategy(&d).unwrap(), Strategy::RollingUpdate { max_surge: 3, max_unavailable: 2 });
+    assert_eq!(
+        deployment::strategy(&d).unwrap(),
+        Strategy::RollingUpdate {
+            max_surge: 3,
+            max_unavailable: 2
+        }
+    );
 
     // Both zero is invalid...
     let mut z: Deployment = yaml(
         "metadata: {name: z}\nspec:\n  selector: {matchLabels: {a: b}}\n  template: {}\n  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: '0%'}\n",
     );
     let err = deployment::strategy(&z).unwrap_err();
-    assert!(matches!(&err, ReconcileError::Invalid { field, .. } if field == "spec.strategy.rollingUpdate.maxUnavailable"));
-    assert!(err.to_string().contains("may not be 0 when `maxSurge` is 0"));
+    assert!(
+        matches!(&err, ReconcileError::Invalid { field, .. } if field == "spec.strategy.rollingUpdate.maxUnavailable")
+    );
+    assert!(
+        err.to_string()
+            .contains("may not be 0 when `maxSurge` is 0")
+    );
     // ...but rounding to zero allows one unavailable.
-    z.spec.as_mut().unwrap().strategy.as_mut().unwrap().rolling_update.as_mut().unwrap().max_unavailable =
-        Some(pct("10%"));
-    assert_eq!(deployment::strategy(&z).unwrap(), Strategy::RollingUpdate { max_surge: 0, max_unavailable: 1 });
+    z.spec
+        .as_mut()
+        .unwrap()
+        .strategy
+        .as_mut()
+        .unwrap()
+        .rolling_update
+        .as_mut()
+        .unwrap()
+        .max_unavailable = Some(pct("10%"));
+    assert_eq!(
+        deployment::strategy(&z).unwrap(),
+        Strategy::RollingUpdate {
+            max_surge: 0,
+            max_unavailable: 1
+        }
+    );
 }
 
 #[test]
@@ -157,22 +237,40 @@ fn scaling_a_settled_deployment_resizes_its_replicaset() {
     let rs = rs_for(&d1, 4, 4, 1, 0);
     let mut d = d1.clone();
     set_replicas(&mut d, 6);
-    let out = deployment::reconcile(&ctx(100), &d, &observed_with(vec![rs.clone()], None), None).unwrap();
+    let out =
+        deployment::reconcile(&ctx(100), &d, &observed_with(vec![rs.clone()], None), None).unwrap();
     let up = updated_rs(&out.actions);
     assert_eq!(up.len(), 1);
     assert_eq!(rs_spec(&up[0]), 6);
-    assert_eq!(meta::annotation(&up[0].metadata, meta::DESIRED_REPLICAS), Some("6"));
+    assert_eq!(
+        meta::annotation(&up[0].metadata, meta::DESIRED_REPLICAS),
+        Some("6")
+    );
     // The update replaces what was read (compare-and-swap) and bumps the generation.
-    assert_eq!(up[0].metadata.resource_version, rs.metadata.resource_version);
+    assert_eq!(
+        up[0].metadata.resource_version,
+        rs.metadata.resource_version
+    );
     assert_eq!(up[0].metadata.generation, Some(2));
     assert_eq!(
         events(&out.actions),
-        vec![("ScalingReplicaSet".into(), format!("Scaled up replica set {} from 4 to 6", meta::name(&rs.metadata)))]
+        vec![(
+            "ScalingReplicaSet".into(),
+            format!(
+                "Scaled up replica set {} from 4 to 6",
+                meta::name(&rs.metadata)
+            )
+        )]
     );
     set_replicas(&mut d, 1);
-    let out = deployment::reconcile(&ctx(100), &d, &observed_with(vec![rs.clone()], None), None).unwrap();
+    let out =
+        deployment::reconcile(&ctx(100), &d, &observed_with(vec![rs.clone()], None), None).unwrap();
     assert_eq!(rs_spec(&updated_rs(&out.actions)[0]), 1);
-    assert!(events(&out.actions)[0].1.starts_with("Scaled down replica set"));
+    assert!(
+        events(&out.actions)[0]
+            .1
+            .starts_with("Scaled down replica set")
+    );
 }
 
 #[test]
@@ -180,39 +278,93 @@ fn rolling_update_surges_one_then_scales_old_down_as_new_become_available() {
     let old = rs_for(&web("web:1"), 4, 4, 1, 0);
     let d = web("web:2");
     // Step 1: a new ReplicaSet with one pod (maxSurge 1), nothing scaled down (maxUnavailable 0).
-    let out = deployment::reconcile(&ctx(100), &d, &observed_with(vec![old.clone()], None), None).unwrap();
+    let out = deployment::reconcile(&ctx(100), &d, &observed_with(vec![old.clone()], None), None)
+        .unwrap();
     let new = created_rs(&out.actions).unwrap();
     assert_eq!(rs_spec(&new), 1);
-    assert_eq!(meta::annotation(&new.metadata, DEPLOYMENT_REVISION), Some("2"));
+    assert_eq!(
+        meta::annotation(&new.metadata, DEPLOYMENT_REVISION),
+        Some("2")
+    );
     assert_eq!(rs_image(&new), "web:2");
-    assert!(updated_rs(&out.actions).iter().all(|r| r.metadata.name != old.metadata.name));
+    assert!(
+        updated_rs(&out.actions)
+            .iter()
+            .all(|r| r.metadata.name != old.metadata.name)
+    );
 
     // Step 2: the new pod is not available yet: nothing moves.
     let mut new_rs = new.clone();
     new_rs.metadata.resource_version = Some("50".into());
-    new_rs.status = Some(ReplicaSetStatus { replicas: 1, available_replicas: Some(0), ..Default::default() });
-    let out = deployment::reconcile(&ctx(101), &d, &observed_with(vec![old.clone(), new_rs.clone()], None), None)
-        .unwrap();
-    assert!(updated_rs(&out.actions).iter().all(|r| rs_spec(r) == rs_spec(&new_rs) || r.metadata.name == new_rs.metadata.name));
-    assert!(!updated_rs(&out.actions).iter().any(|r| r.metadata.name == old.metadata.name));
+    new_rs.status = Some(ReplicaSetStatus {
+        replicas: 1,
+        available_replicas: Some(0),
+        ..Default::default()
+    });
+    let out = deployment::reconcile(
+        &ctx(101),
+        &d,
+        &observed_with(vec![old.clone(), new_rs.clone()], None),
+        None,
+    )
+    .unwrap();
+    assert!(
+        updated_rs(&out.actions)
+            .iter()
+            .all(|r| rs_spec(r) == rs_spec(&new_rs) || r.metadata.name == new_rs.metadata.name)
+    );
+    assert!(
+        !updated_rs(&out.actions)
+            .iter()
+            .any(|r| r.metadata.name == old.metadata.name)
+    );
 
     // Step 3: it is available: one old pod goes.
-    new_rs.status = Some(ReplicaSetStatus { replicas: 1, available_replicas: Some(1), ready_replicas: Some(1), ..Default::default() });
-    let out = deployment::reconcile(&ctx(102), &d, &observed_with(vec![old.clone(), new_rs.clone()], None), None)
-        .unwrap();
+    new_rs.status = Some(ReplicaSetStatus {
+        replicas: 1,
+        available_replicas: Some(1),
+        ready_replicas: Some(1),
+        ..Default::default()
+    });
+    let out = deployment::reconcile(
+        &ctx(102),
+        &d,
+        &observed_with(vec![old.clone(), new_rs.clone()], None),
+        None,
+    )
+    .unwrap();
     let up = updated_rs(&out.actions);
-    let old_up = up.iter().find(|r| r.metadata.name == old.metadata.name).unwrap();
+    let old_up = up
+        .iter()
+        .find(|r| r.metadata.name == old.metadata.name)
+        .unwrap();
     assert_eq!(rs_spec(old_up), 3);
-    assert!(!up.iter().any(|r| r.metadata.name == new_rs.metadata.name && rs_spec(r) != 1));
+    assert!(
+        !up.iter()
+            .any(|r| r.metadata.name == new_rs.metadata.name && rs_spec(r) != 1)
+    );
 
     // Step 4: old at 3, new at 1 available: the new one grows to 2 (total 5 = 4 + surge).
     let mut old3 = old.clone();
     old3.spec.as_mut().unwrap().replicas = Some(3);
     old3.status.as_mut().unwrap().replicas = 3;
     old3.status.as_mut().unwrap().available_replicas = Some(3);
-    let out = deployment::reconcile(&ctx(103), &d, &observed_with(vec![old3, new_rs.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(103),
+        &d,
+        &observed_with(vec![old3, new_rs.clone()], None),
+        None,
+    )
+    .unwrap();
     let up = updated_rs(&out.actions);
-    assert_eq!(rs_spec(up.iter().find(|r| r.metadata.name == new_rs.metadata.name).unwrap()), 2);
+    assert_eq!(
+        rs_spec(
+            up.iter()
+                .find(|r| r.metadata.name == new_rs.metadata.name)
+                .unwrap()
+        ),
+        2
+    );
 }
 
 #[test]
@@ -223,20 +375,38 @@ fn recreate_scales_old_to_zero_and_waits_for_old_pods_before_creating_new() {
     set_image(&mut d2, "db:2");
 
     // Step 1: old scaled to zero, no new ReplicaSet yet.
-    let out = deployment::reconcile(&ctx(100), &d2, &observed_with(vec![old.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(100),
+        &d2,
+        &observed_with(vec![old.clone()], None),
+        None,
+    )
+    .unwrap();
     assert!(created_rs(&out.actions).is_none());
     assert_eq!(rs_spec(&updated_rs(&out.actions)[0]), 0);
 
     // Step 2: old at zero but a pod still runs: wait.
     old.spec.as_mut().unwrap().replicas = Some(0);
     old.status.as_mut().unwrap().replicas = 1;
-    let out = deployment::reconcile(&ctx(101), &d2, &observed_with(vec![old.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(101),
+        &d2,
+        &observed_with(vec![old.clone()], None),
+        None,
+    )
+    .unwrap();
     assert!(created_rs(&out.actions).is_none());
 
     // Step 3: old pods gone: the new ReplicaSet gets every replica at once.
     old.status.as_mut().unwrap().replicas = 0;
     old.status.as_mut().unwrap().available_replicas = Some(0);
-    let out = deployment::reconcile(&ctx(102), &d2, &observed_with(vec![old.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(102),
+        &d2,
+        &observed_with(vec![old.clone()], None),
+        None,
+    )
+    .unwrap();
     let new = created_rs(&out.actions).unwrap();
     assert_eq!(rs_spec(&new), 2);
     assert_eq!(rs_image(&new), "db:2");
@@ -245,8 +415,16 @@ fn recreate_scales_old_to_zero_and_waits_for_old_pods_before_creating_new() {
 #[test]
 fn rollover_abandons_the_half_finished_replicaset_first() {
     let mut d1 = web("web:1");
-    d1.spec.as_mut().unwrap().strategy.as_mut().unwrap().rolling_update.as_mut().unwrap().max_unavailable =
-        Some(IntOrString::Int(1));
+    d1.spec
+        .as_mut()
+        .unwrap()
+        .strategy
+        .as_mut()
+        .unwrap()
+        .rolling_update
+        .as_mut()
+        .unwrap()
+        .max_unavailable = Some(IntOrString::Int(1));
     let mut d2 = d1.clone();
     set_image(&mut d2, "web:2");
     let mut d3 = d1.clone();
@@ -254,14 +432,30 @@ fn rollover_abandons_the_half_finished_replicaset_first() {
     // v1 has 3 available; v2's rollout is half done with 2 unavailable pods; v3 arrives.
     let a = rs_for(&d1, 3, 3, 1, 0);
     let b = rs_for(&d2, 2, 0, 2, 10);
-    let out = deployment::reconcile(&ctx(100), &d3, &observed_with(vec![a.clone(), b.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(100),
+        &d3,
+        &observed_with(vec![a.clone(), b.clone()], None),
+        None,
+    )
+    .unwrap();
     let c = created_rs(&out.actions).unwrap();
     assert_eq!(rs_image(&c), "web:3");
-    assert_eq!(meta::annotation(&c.metadata, DEPLOYMENT_REVISION), Some("3"));
+    assert_eq!(
+        meta::annotation(&c.metadata, DEPLOYMENT_REVISION),
+        Some("3")
+    );
     // At the surge limit (5 pods): no new pods yet; v2's unavailable pods go first, v1 keeps serving.
     assert_eq!(rs_spec(&c), 0);
     let up = updated_rs(&out.actions);
-    assert_eq!(rs_spec(up.iter().find(|r| r.metadata.name == b.metadata.name).unwrap()), 0);
+    assert_eq!(
+        rs_spec(
+            up.iter()
+                .find(|r| r.metadata.name == b.metadata.name)
+                .unwrap()
+        ),
+        0
+    );
     assert!(!up.iter().any(|r| r.metadata.name == a.metadata.name));
 }
 
@@ -276,13 +470,22 @@ fn scaling_mid_rollout_is_proportional() {
         meta::set_annotation(&mut rs.metadata, meta::MAX_REPLICAS, "5");
     }
     set_replicas(&mut d2, 8);
-    let out = deployment::reconcile(&ctx(100), &d2, &observed_with(vec![a.clone(), b.clone()], None), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(100),
+        &d2,
+        &observed_with(vec![a.clone(), b.clone()], None),
+        None,
+    )
+    .unwrap();
     let up = updated_rs(&out.actions);
     // 8 + 1 allowed, 5 now: +4 shared 3:2 → a 3→5, b 2→4.
     let size = |n: &Option<String>| rs_spec(up.iter().find(|r| &r.metadata.name == n).unwrap());
     assert_eq!(size(&a.metadata.name), 5);
     assert_eq!(size(&b.metadata.name), 4);
-    assert!(up.iter().all(|r| meta::annotation(&r.metadata, meta::MAX_REPLICAS) == Some("9")));
+    assert!(
+        up.iter()
+            .all(|r| meta::annotation(&r.metadata, meta::MAX_REPLICAS) == Some("9"))
+    );
 }
 
 #[test]
@@ -313,17 +516,32 @@ fn progress_deadline_exceeded_then_reported_false() {
     let obs = observed_with(vec![old.clone(), new.clone()], Some(status.clone()));
     let out = deployment::reconcile(&ctx(50), &d, &obs, None).unwrap();
     if let Some(s) = written_status(&out.actions) {
-        assert_eq!(cond(s.status.as_ref().unwrap(), "Progressing").status, "True");
+        assert_eq!(
+            cond(s.status.as_ref().unwrap(), "Progressing").status,
+            "True"
+        );
     }
-    assert_eq!(out.requeue, Requeue::After(std::time::Duration::from_secs(21)));
+    assert_eq!(
+        out.requeue,
+        Requeue::After(std::time::Duration::from_secs(21))
+    );
     // After it: Progressing=False, ProgressDeadlineExceeded.
     let out = deployment::reconcile(&ctx(71), &d, &obs, None).unwrap();
     let s = written_status(&out.actions).unwrap().status.unwrap();
     let p = cond(&s, "Progressing");
-    assert_eq!((p.status.as_str(), p.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_deref()),
+        ("False", Some("ProgressDeadlineExceeded"))
+    );
     assert_eq!(
         p.message.as_deref(),
-        Some(format!("ReplicaSet \"{}\" has timed out progressing.", meta::name(&new.metadata)).as_str())
+        Some(
+            format!(
+                "ReplicaSet \"{}\" has timed out progressing.",
+                meta::name(&new.metadata)
+            )
+            .as_str()
+        )
     );
     // Old pods keep serving: Available stays True.
     assert_eq!(cond(&s, "Available").status, "True");
@@ -333,7 +551,9 @@ fn progress_deadline_exceeded_then_reported_false() {
 fn complete_rollout_reports_status_and_cleans_history() {
     let mut d = web("web:5");
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
-    let mut rss: Vec<ReplicaSet> = (1..=4).map(|i| rs_for(&web(&format!("web:{i}")), 0, 0, i, i * 10)).collect();
+    let mut rss: Vec<ReplicaSet> = (1..=4)
+        .map(|i| rs_for(&web(&format!("web:{i}")), 0, 0, i, i * 10))
+        .collect();
     for rs in &mut rss {
         rs.status.as_mut().unwrap().replicas = 0;
     }
@@ -347,25 +567,51 @@ fn complete_rollout_reports_status_and_cleans_history() {
         observed_generation: Some(1),
         ..Default::default()
     };
-    let out = deployment::reconcile(&ctx(200), &d, &observed_with(rss.clone(), Some(status)), None).unwrap();
+    let out = deployment::reconcile(
+        &ctx(200),
+        &d,
+        &observed_with(rss.clone(), Some(status)),
+        None,
+    )
+    .unwrap();
     // Revisions 1..3 go; revision 4 is kept as history.
     let mut gone = deleted(&out.actions, "ReplicaSet");
     gone.sort();
-    let mut want: Vec<String> = rss[..3].iter().map(|r| meta::name(&r.metadata).to_string()).collect();
+    let mut want: Vec<String> = rss[..3]
+        .iter()
+        .map(|r| meta::name(&r.metadata).to_string())
+        .collect();
     want.sort();
     assert_eq!(gone, want);
     let s = written_status(&out.actions).unwrap().status.unwrap();
-    assert_eq!((s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas), (Some(4), Some(4), Some(4), Some(4)));
+    assert_eq!(
+        (
+            s.replicas,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas
+        ),
+        (Some(4), Some(4), Some(4), Some(4))
+    );
     assert_eq!(s.unavailable_replicas, Some(0));
     assert_eq!(s.observed_generation, Some(1));
     let p = cond(&s, "Progressing");
     assert_eq!(p.reason.as_deref(), Some("NewReplicaSetAvailable"));
     assert_eq!(
         p.message.as_deref(),
-        Some(format!("ReplicaSet \"{}\" has successfully progressed.", meta::name(&new.metadata)).as_str())
+        Some(
+            format!(
+                "ReplicaSet \"{}\" has successfully progressed.",
+                meta::name(&new.metadata)
+            )
+            .as_str()
+        )
     );
     let a = cond(&s, "Available");
-    assert_eq!((a.status.as_str(), a.reason.as_deref()), ("True", Some("MinimumReplicasAvailable")));
+    assert_eq!(
+        (a.status.as_str(), a.reason.as_deref()),
+        ("True", Some("MinimumReplicasAvailable"))
+    );
 }
 
 #[test]
@@ -375,16 +621,40 @@ fn hash_collision_bumps_collision_count() {
     // Another ReplicaSet holds the name with a different template.
     let mut squatter = made.clone();
     squatter.metadata.owner_references = None;
-    squatter.spec.as_mut().unwrap().template.as_mut().unwrap().spec.as_mut().unwrap().containers[0].image =
-        Some("other".into());
-    let out =
-        deployment::reconcile(&ctx(1), &d, &observed_with(vec![squatter.clone()], None), None).unwrap();
+    squatter
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .as_mut()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("other".into());
+    let out = deployment::reconcile(
+        &ctx(1),
+        &d,
+        &observed_with(vec![squatter.clone()], None),
+        None,
+    )
+    .unwrap();
     assert!(created_rs(&out.actions).is_none());
     let s = written_status(&out.actions).unwrap().status.unwrap();
     assert_eq!(s.collision_count, Some(1));
     // With the count in status the next name differs.
-    let counted = DeploymentStatus { collision_count: Some(1), ..Default::default() };
-    let out = deployment::reconcile(&ctx(2), &d, &observed_with(vec![squatter.clone()], Some(counted)), None).unwrap();
+    let counted = DeploymentStatus {
+        collision_count: Some(1),
+        ..Default::default()
+    };
+    let out = deployment::reconcile(
+        &ctx(2),
+        &d,
+        &observed_with(vec![squatter.clone()], Some(counted)),
+        None,
+    )
+    .unwrap();
     let rs = created_rs(&out.actions).unwrap();
     assert_ne!(rs.metadata.name, squatter.metadata.name);
     assert!(meta::name(&rs.metadata).starts_with("web-"));

@@ -84,7 +84,11 @@ status:
 }
 
 fn obs(pods: Vec<Pod>) -> Observed {
-    Observed { pods, replica_sets: vec![rs(3)], ..Default::default() }
+    Observed {
+        pods,
+        replica_sets: vec![rs(3)],
+        ..Default::default()
+    }
 }
 
 fn status_update(actions: &[Action]) -> ReplicaSet {
@@ -96,7 +100,12 @@ fn status_update(actions: &[Action]) -> ReplicaSet {
 
 #[test]
 fn scale_up_creates_named_owned_pods_with_events() {
-    let out = replicaset::reconcile(&ctx(0), &rs(3), &obs(vec![pod("web-5d8f7-aaaaa", 0, Some("n1"), Some(0))])).unwrap();
+    let out = replicaset::reconcile(
+        &ctx(0),
+        &rs(3),
+        &obs(vec![pod("web-5d8f7-aaaaa", 0, Some("n1"), Some(0))]),
+    )
+    .unwrap();
     let made = created(&out.actions, "Pod");
     assert_eq!(made.len(), 2);
     for o in &made {
@@ -106,9 +115,15 @@ fn scale_up_creates_named_owned_pods_with_events() {
         assert_eq!(suffix.len(), 5);
         assert!(suffix.bytes().all(|c| NAME_ALPHABET.contains(&c)), "{name}");
         let owner = meta::controller_of(&p.metadata).unwrap();
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", "web-5d8f7"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", "web-5d8f7")
+        );
         assert_eq!(owner.uid, "11111111-1111-4111-8111-111111111111");
-        assert_eq!(p.metadata.labels.as_ref().unwrap()["pod-template-hash"], "5d8f7");
+        assert_eq!(
+            p.metadata.labels.as_ref().unwrap()["pod-template-hash"],
+            "5d8f7"
+        );
         assert_eq!(meta::annotation(&p.metadata, "team"), Some("blue"));
         assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
         assert!(p.metadata.uid.is_some());
@@ -122,7 +137,10 @@ fn scale_up_creates_named_owned_pods_with_events() {
     }
     // Status counts what exists now.
     let st = status_update(&out.actions).status.unwrap();
-    assert_eq!((st.replicas, st.ready_replicas, st.available_replicas), (1, Some(1), Some(1)));
+    assert_eq!(
+        (st.replicas, st.ready_replicas, st.available_replicas),
+        (1, Some(1), Some(1))
+    );
     assert_eq!(st.fully_labeled_replicas, Some(1));
     assert_eq!(st.observed_generation, Some(3));
 }
@@ -138,11 +156,19 @@ fn scale_down_deletes_unscheduled_then_not_ready_then_newest() {
     ];
     let r = rs(2);
     let out = replicaset::reconcile(&ctx(100), &r, &obs(pods.clone())).unwrap();
-    assert_eq!(deleted(&out.actions, "Pod"), vec!["unscheduled", "not-ready", "newest-ready"]);
+    assert_eq!(
+        deleted(&out.actions, "Pod"),
+        vec!["unscheduled", "not-ready", "newest-ready"]
+    );
     let ev = events(&out.actions);
-    assert_eq!(ev[0], ("SuccessfulDelete".into(), "Deleted pod: unscheduled".into()));
+    assert_eq!(
+        ev[0],
+        ("SuccessfulDelete".into(), "Deleted pod: unscheduled".into())
+    );
     // Deletes compare the revision read.
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Delete { key, mod_revision: Some(1) } if key.name == "unscheduled")));
+    assert!(out.actions.iter().any(
+        |a| matches!(a, Action::Delete { key, mod_revision: Some(1) } if key.name == "unscheduled")
+    ));
 }
 
 #[test]
@@ -175,16 +201,26 @@ fn failed_and_terminating_pods_are_replaced() {
 fn min_ready_seconds_delays_availability_and_requeues() {
     let mut r = rs(2);
     r.spec.as_mut().unwrap().min_ready_seconds = Some(10);
-    let pods = vec![pod("p1", 0, Some("n1"), Some(0)), pod("p2", 0, Some("n1"), Some(95))];
+    let pods = vec![
+        pod("p1", 0, Some("n1"), Some(0)),
+        pod("p2", 0, Some("n1"), Some(95)),
+    ];
     let out = replicaset::reconcile(&ctx(100), &r, &obs(pods)).unwrap();
     let st = status_update(&out.actions).status.unwrap();
-    assert_eq!((st.ready_replicas, st.available_replicas), (Some(2), Some(1)));
+    assert_eq!(
+        (st.ready_replicas, st.available_replicas),
+        (Some(2), Some(1))
+    );
     assert_eq!(out.requeue, Requeue::After(Duration::from_secs(5)));
 }
 
 #[test]
 fn settled_replicaset_writes_nothing() {
-    let pods = vec![pod("p1", 0, Some("n1"), Some(0)), pod("p2", 0, Some("n1"), Some(0)), pod("p3", 0, Some("n1"), Some(0))];
+    let pods = vec![
+        pod("p1", 0, Some("n1"), Some(0)),
+        pod("p2", 0, Some("n1"), Some(0)),
+        pod("p3", 0, Some("n1"), Some(0)),
+    ];
     let out = replicaset::reconcile(&ctx(100), &rs(3), &obs(pods.clone())).unwrap();
     let mut settled = rs(3);
     settled.status = status_update(&out.actions).status;

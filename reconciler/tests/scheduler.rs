@@ -34,7 +34,9 @@ fn bound_to(actions: &[kommit_reconciler::Action]) -> Vec<(String, String)> {
     updated(actions, "Pod")
         .into_iter()
         .filter_map(|o| match o {
-            Object::Pod(p) => podutil::node_name(p).map(|n| (p.metadata.name.clone().unwrap(), n.to_string())),
+            Object::Pod(p) => {
+                podutil::node_name(p).map(|n| (p.metadata.name.clone().unwrap(), n.to_string()))
+            }
             _ => None,
         })
         .collect()
@@ -54,19 +56,43 @@ fn unschedulable(actions: &[kommit_reconciler::Action]) -> Vec<String> {
 
 #[test]
 fn binds_pending_pod_with_condition_and_event() {
-    let obs = Observed { nodes: nodes(), pods: vec![pod("p", None, "")], ..Default::default() };
+    let obs = Observed {
+        nodes: nodes(),
+        pods: vec![pod("p", None, "")],
+        ..Default::default()
+    };
     let out = scheduler::schedule(&ctx(0), &obs);
-    assert_eq!(bound_to(&out.actions), vec![("p".to_string(), "node-a".to_string())]);
-    let Object::Pod(p) = updated(&out.actions, "Pod")[0] else { unreachable!() };
-    assert_eq!(podutil::condition(p, "PodScheduled").unwrap().status, "True");
+    assert_eq!(
+        bound_to(&out.actions),
+        vec![("p".to_string(), "node-a".to_string())]
+    );
+    let Object::Pod(p) = updated(&out.actions, "Pod")[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        podutil::condition(p, "PodScheduled").unwrap().status,
+        "True"
+    );
     assert_eq!(p.metadata.resource_version.as_deref(), Some("3"));
-    assert_eq!(events(&out.actions), vec![("Scheduled".into(), "Successfully assigned default/p to node-a".into())]);
+    assert_eq!(
+        events(&out.actions),
+        vec![(
+            "Scheduled".into(),
+            "Successfully assigned default/p to node-a".into()
+        )]
+    );
 }
 
 #[test]
 fn replicas_of_one_owner_spread_then_least_allocated() {
-    let pods: Vec<Pod> = (0..4).map(|i| pod(&format!("r{i}"), Some("rs-1"), "")).collect();
-    let obs = Observed { nodes: nodes(), pods, ..Default::default() };
+    let pods: Vec<Pod> = (0..4)
+        .map(|i| pod(&format!("r{i}"), Some("rs-1"), ""))
+        .collect();
+    let obs = Observed {
+        nodes: nodes(),
+        pods,
+        ..Default::default()
+    };
     let out = scheduler::schedule(&ctx(0), &obs);
     let b = bound_to(&out.actions);
     let on = |n: &str| b.iter().filter(|(_, node)| node == n).count();
@@ -77,8 +103,15 @@ fn replicas_of_one_owner_spread_then_least_allocated() {
     // Least allocated: node-a already busy with another owner's pod → node-b.
     let mut busy = pod("busy", Some("other"), "");
     busy.spec.as_mut().unwrap().node_name = Some("node-a".into());
-    let obs = Observed { nodes: nodes(), pods: vec![busy, pod("x", Some("rs-2"), "")], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("x".to_string(), "node-b".to_string())]);
+    let obs = Observed {
+        nodes: nodes(),
+        pods: vec![busy, pod("x", Some("rs-2"), "")],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("x".to_string(), "node-b".to_string())]
+    );
 }
 
 #[test]
@@ -86,19 +119,35 @@ fn failed_scheduling_message_reads_like_kubernetes() {
     let mut ns = nodes();
     // node-a is full of CPU; node-b lacks the label.
     let mut hog = pod("hog", None, "");
-    hog.spec.as_mut().unwrap().containers[0].resources.as_mut().unwrap().requests.as_mut().unwrap().insert(
-        "cpu".into(),
-        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1800m".into()),
-    );
+    hog.spec.as_mut().unwrap().containers[0]
+        .resources
+        .as_mut()
+        .unwrap()
+        .requests
+        .as_mut()
+        .unwrap()
+        .insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1800m".into()),
+        );
     hog.spec.as_mut().unwrap().node_name = Some("node-a".into());
     ns[1].metadata.labels.as_mut().unwrap().remove("zone");
     let p = pod("p", None, "  nodeSelector: {zone: a}\n");
-    let obs = Observed { nodes: ns, pods: vec![hog, p], ..Default::default() };
+    let obs = Observed {
+        nodes: ns,
+        pods: vec![hog, p],
+        ..Default::default()
+    };
     let out = scheduler::schedule(&ctx(0), &obs);
     let msg = "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector.";
     assert_eq!(unschedulable(&out.actions), vec![msg.to_string()]);
-    assert_eq!(events(&out.actions), vec![("FailedScheduling".into(), msg.into())]);
-    let Object::Event(e) = created(&out.actions, "Event")[0] else { unreachable!() };
+    assert_eq!(
+        events(&out.actions),
+        vec![("FailedScheduling".into(), msg.into())]
+    );
+    let Object::Event(e) = created(&out.actions, "Event")[0] else {
+        unreachable!()
+    };
     assert_eq!(e.type_.as_deref(), Some("Warning"));
     assert_eq!(e.involved_object.name.as_deref(), Some("p"));
 
@@ -120,7 +169,10 @@ fn failed_scheduling_message_reads_like_kubernetes() {
     n3.metadata.name = Some("node-c".into());
     store.put(n3.into()).unwrap();
     let third = scheduler::schedule(&ctx(3), &store.observed());
-    assert_eq!(bound_to(&third.actions), vec![("p".to_string(), "node-c".to_string())]);
+    assert_eq!(
+        bound_to(&third.actions),
+        vec![("p".to_string(), "node-c".to_string())]
+    );
 }
 
 #[test]
@@ -128,10 +180,20 @@ fn memory_pods_and_multiple_reasons_per_node() {
     let mut ns = nodes();
     for n in &mut ns {
         let alloc = n.status.as_mut().unwrap().allocatable.as_mut().unwrap();
-        alloc.insert("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("100m".into()));
-        alloc.insert("memory".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("128Mi".into()));
+        alloc.insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("100m".into()),
+        );
+        alloc.insert(
+            "memory".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("128Mi".into()),
+        );
     }
-    let obs = Observed { nodes: ns, pods: vec![pod("p", None, "")], ..Default::default() };
+    let obs = Observed {
+        nodes: ns,
+        pods: vec![pod("p", None, "")],
+        ..Default::default()
+    };
     let out = scheduler::schedule(&ctx(0), &obs);
     assert_eq!(
         unschedulable(&out.actions),
@@ -143,9 +205,15 @@ fn memory_pods_and_multiple_reasons_per_node() {
 fn taints_tolerations_readiness_and_cordons() {
     let mut ns = nodes();
     // node-a: tainted dedicated=gpu:NoSchedule. node-b: not ready.
-    ns[0].spec = Some(yaml("taints: [{key: dedicated, value: gpu, effect: NoSchedule}]"));
+    ns[0].spec = Some(yaml(
+        "taints: [{key: dedicated, value: gpu, effect: NoSchedule}]",
+    ));
     ns[1].status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
-    let obs = Observed { nodes: ns.clone(), pods: vec![pod("p", None, "")], ..Default::default() };
+    let obs = Observed {
+        nodes: ns.clone(),
+        pods: vec![pod("p", None, "")],
+        ..Default::default()
+    };
     assert_eq!(
         unschedulable(&scheduler::schedule(&ctx(0), &obs).actions),
         vec![
@@ -154,48 +222,113 @@ fn taints_tolerations_readiness_and_cordons() {
         ]
     );
     // Tolerating the taint lets it onto node-a.
-    let tolerant = pod("t", None, "  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n");
-    let obs = Observed { nodes: ns.clone(), pods: vec![tolerant], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("t".to_string(), "node-a".to_string())]);
+    let tolerant = pod(
+        "t",
+        None,
+        "  tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n",
+    );
+    let obs = Observed {
+        nodes: ns.clone(),
+        pods: vec![tolerant],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("t".to_string(), "node-a".to_string())]
+    );
     // PreferNoSchedule does not filter; cordoned nodes do.
     let mut ns = nodes();
     ns[0].spec = Some(yaml("taints: [{key: soft, effect: PreferNoSchedule}]"));
     ns[1].spec = Some(yaml("unschedulable: true"));
-    let obs = Observed { nodes: ns, pods: vec![pod("p", None, "")], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("p".to_string(), "node-a".to_string())]);
+    let obs = Observed {
+        nodes: ns,
+        pods: vec![pod("p", None, "")],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("p".to_string(), "node-a".to_string())]
+    );
 }
 
 #[test]
 fn node_name_affinity_and_host_ports() {
     let affinity = "  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n          - matchExpressions: [{key: zone, operator: In, values: [b]}]\n";
-    let obs = Observed { nodes: nodes(), pods: vec![pod("p", None, affinity)], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("p".to_string(), "node-b".to_string())]);
+    let obs = Observed {
+        nodes: nodes(),
+        pods: vec![pod("p", None, affinity)],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("p".to_string(), "node-b".to_string())]
+    );
 
     // Host port 8080 taken on node-a by a bound pod: the next goes to node-b.
     let port = "  containers:\n    - name: c\n      image: i\n      ports: [{containerPort: 80, hostPort: 8080}]\n";
     let mut first: Pod = pod("first", None, "");
-    first.spec = Some(yaml(&port.replace("\n  ", "\n").trim_start_matches("  ").to_string()));
+    first.spec = Some(yaml(
+        &port
+            .replace("\n  ", "\n")
+            .trim_start_matches("  ")
+            .to_string(),
+    ));
     first.spec.as_mut().unwrap().node_name = Some("node-a".into());
     let mut second = first.clone();
     second.metadata.name = Some("second".into());
     second.spec.as_mut().unwrap().node_name = None;
-    assert_eq!(first.spec.as_ref().unwrap().containers[0].ports.as_ref().unwrap()[0].host_port, Some(8080));
+    assert_eq!(
+        first.spec.as_ref().unwrap().containers[0]
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .host_port,
+        Some(8080)
+    );
     // node-b is busier, so without the port conflict node-a would win.
     let mut heavy = pod("heavy", None, "");
     heavy.spec.as_mut().unwrap().node_name = Some("node-b".into());
-    let obs = Observed { nodes: nodes(), pods: vec![first.clone(), heavy.clone(), second.clone()], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("second".to_string(), "node-b".to_string())]);
+    let obs = Observed {
+        nodes: nodes(),
+        pods: vec![first.clone(), heavy.clone(), second.clone()],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("second".to_string(), "node-b".to_string())]
+    );
     second.spec.as_mut().unwrap().containers[0].ports = None;
-    let obs = Observed { nodes: nodes(), pods: vec![first, heavy, second], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions), vec![("second".to_string(), "node-a".to_string())]);
+    let obs = Observed {
+        nodes: nodes(),
+        pods: vec![first, heavy, second],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec![("second".to_string(), "node-a".to_string())]
+    );
 }
 
 #[test]
 fn no_nodes_and_message_sorting() {
-    let obs = Observed { pods: vec![pod("p", None, "")], ..Default::default() };
-    assert_eq!(unschedulable(&scheduler::schedule(&ctx(0), &obs).actions), vec!["no nodes available to schedule pods".to_string()]);
-    let reasons = [("Insufficient memory".to_string(), 1), ("Insufficient cpu".to_string(), 2)].into_iter().collect();
-    assert_eq!(fit_error_message(3, &reasons), "0/3 nodes are available: 1 Insufficient memory, 2 Insufficient cpu.");
+    let obs = Observed {
+        pods: vec![pod("p", None, "")],
+        ..Default::default()
+    };
+    assert_eq!(
+        unschedulable(&scheduler::schedule(&ctx(0), &obs).actions),
+        vec!["no nodes available to schedule pods".to_string()]
+    );
+    let reasons = [
+        ("Insufficient memory".to_string(), 1),
+        ("Insufficient cpu".to_string(), 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        fit_error_message(3, &reasons),
+        "0/3 nodes are available: 1 Insufficient memory, 2 Insufficient cpu."
+    );
 }
 
 #[test]
@@ -203,14 +336,28 @@ fn terminated_pods_free_their_resources() {
     let mut ns = nodes();
     ns.truncate(1);
     let alloc = ns[0].status.as_mut().unwrap().allocatable.as_mut().unwrap();
-    alloc.insert("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("600m".into()));
+    alloc.insert(
+        "cpu".into(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("600m".into()),
+    );
     let mut done = pod("done", None, "");
     done.spec.as_mut().unwrap().node_name = Some("node-a".into());
     done.status.as_mut().unwrap().phase = Some("Succeeded".into());
-    let obs = Observed { nodes: ns.clone(), pods: vec![done.clone(), pod("p", None, "")], ..Default::default() };
-    assert_eq!(bound_to(&scheduler::schedule(&ctx(0), &obs).actions).len(), 1);
+    let obs = Observed {
+        nodes: ns.clone(),
+        pods: vec![done.clone(), pod("p", None, "")],
+        ..Default::default()
+    };
+    assert_eq!(
+        bound_to(&scheduler::schedule(&ctx(0), &obs).actions).len(),
+        1
+    );
     done.status.as_mut().unwrap().phase = Some("Running".into());
-    let obs = Observed { nodes: ns, pods: vec![done, pod("p", None, "")], ..Default::default() };
+    let obs = Observed {
+        nodes: ns,
+        pods: vec![done, pod("p", None, "")],
+        ..Default::default()
+    };
     assert_eq!(
         unschedulable(&scheduler::schedule(&ctx(0), &obs).actions),
         vec!["0/1 nodes are available: 1 Insufficient cpu.".to_string()]

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod, PodCondition
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kommit_reconciler::memory::MemoryStore;
-use kommit_reconciler::{Action, Config, Context, Desired, Object, Observed, meta, podutil, reconcile_all};
+use kommit_reconciler::{
+    Action, Config, Context, Desired, Object, Observed, meta, podutil, reconcile_all,
+};
 use serde::de::DeserializeOwned;
 
 /// Base time of every test: 2023-11-14T22:13:20Z.
@@ -26,7 +28,9 @@ pub fn ctx(secs: i64) -> Context {
 }
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Every document of a YAML fixture file.
@@ -54,7 +58,6 @@ pub fn yaml<T: DeserializeOwned>(text: &str) -> T {
     serde_yaml_ng::from_str(text).unwrap()
 }
 
-
 /// The web Deployment fixture with `image`.
 pub fn web(image: &str) -> Deployment {
     let mut d: Deployment = fixture("deployment-web.yaml");
@@ -64,7 +67,15 @@ pub fn web(image: &str) -> Deployment {
 
 /// Changes the first container's image.
 pub fn set_image(d: &mut Deployment, image: &str) {
-    d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some(image.into());
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some(image.into());
 }
 
 /// The Deployment's replicas.
@@ -74,12 +85,24 @@ pub fn set_replicas(d: &mut Deployment, n: i32) {
 
 /// Image of a pod's first container.
 pub fn pod_image(p: &Pod) -> &str {
-    p.spec.as_ref().unwrap().containers[0].image.as_deref().unwrap()
+    p.spec.as_ref().unwrap().containers[0]
+        .image
+        .as_deref()
+        .unwrap()
 }
 
 /// Image of a ReplicaSet's template.
 pub fn rs_image(rs: &ReplicaSet) -> &str {
-    rs.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap().containers[0]
+    rs.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .image
         .as_deref()
         .unwrap()
@@ -128,7 +151,9 @@ pub fn events(actions: &[Action]) -> Vec<(String, String)> {
     created(actions, "Event")
         .into_iter()
         .map(|o| match o {
-            Object::Event(Event { reason, message, .. }) => (reason.clone().unwrap(), message.clone().unwrap()),
+            Object::Event(Event {
+                reason, message, ..
+            }) => (reason.clone().unwrap(), message.clone().unwrap()),
             _ => unreachable!(),
         })
         .collect()
@@ -237,13 +262,20 @@ impl Sim {
         }
         let obs = self.store.observed();
         for pod in obs.pods {
-            let Some(node) = podutil::node_name(&pod).map(str::to_string) else { continue };
+            let Some(node) = podutil::node_name(&pod).map(str::to_string) else {
+                continue;
+            };
             if !self.live.contains(&node) {
                 continue;
             }
             if podutil::is_terminating(&pod) {
                 let key = Object::from(pod.clone()).key().unwrap();
-                self.store.apply(&Action::Delete { key, mod_revision: None }).unwrap();
+                self.store
+                    .apply(&Action::Delete {
+                        key,
+                        mod_revision: None,
+                    })
+                    .unwrap();
                 continue;
             }
             if podutil::phase(&pod) == "Pending" && !(self.never_ready)(&pod) {
@@ -267,12 +299,24 @@ impl Sim {
             .pods
             .into_iter()
             .filter(|p| podutil::is_active(p))
-            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str) == Some(app))
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app"))
+                    .map(String::as_str)
+                    == Some(app)
+            })
             .collect()
     }
 
     pub fn deployment_status(&self, name: &str) -> k8s_openapi::api::apps::v1::DeploymentStatus {
-        self.observed().deployment_status("default", name).unwrap().status.clone().unwrap()
+        self.observed()
+            .deployment_status("default", name)
+            .unwrap()
+            .status
+            .clone()
+            .unwrap()
     }
 
     pub fn replica_sets(&self) -> Vec<ReplicaSet> {
