@@ -267,12 +267,7 @@ fn node_name_affinity_and_host_ports() {
     // Host port 8080 taken on node-a by a bound pod: the next goes to node-b.
     let port = "  containers:\n    - name: c\n      image: i\n      ports: [{containerPort: 80, hostPort: 8080}]\n";
     let mut first: Pod = pod("first", None, "");
-    first.spec = Some(yaml(
-        &port
-            .replace("\n  ", "\n")
-            .trim_start_matches("  ")
-            .to_string(),
-    ));
+    first.spec = Some(yaml(port.replace("\n  ", "\n").trim_start_matches("  ")));
     first.spec.as_mut().unwrap().node_name = Some("node-a".into());
     let mut second = first.clone();
     second.metadata.name = Some("second".into());

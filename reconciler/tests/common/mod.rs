@@ -298,7 +298,7 @@ impl Sim {
         self.observed()
             .pods
             .into_iter()
-            .filter(|p| podutil::is_active(p))
+            .filter(podutil::is_active)
             .filter(|p| {
                 p.metadata
                     .labels
