@@ -14,6 +14,11 @@ use crate::object::Object;
 /// Every write names the `mod_revision` it expects, so that two writers never lose each
 /// other's updates: the executor turns it into an etcd transaction whose compare fails
 /// when the key moved on, and the controller runs again on fresh state.
+///
+/// Events: a `Create` of an Event reports the write just before it in the list (its
+/// *anchor*, see [`event_anchors`]); when that write conflicts the event is dropped, so
+/// that no `Scheduled` or `ScalingReplicaSet` event tells of a write that did not happen.
+/// Event writes are applied after the others and never count as conflicts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create an observed object; the key must not exist (`create_revision == 0`).
@@ -52,6 +57,11 @@ impl Action {
         }
     }
 
+    /// Whether this action creates an Event.
+    pub fn is_event(&self) -> bool {
+        matches!(self, Action::Create(Object::Event(_)))
+    }
+
     /// A short human description, for logs.
     pub fn describe(&self) -> String {
         let key = self
@@ -65,6 +75,24 @@ impl Action {
             Action::WriteStatus(_) => format!("status {key}"),
         }
     }
+}
+
+/// For each action, the index of the write an Event reports (the closest preceding
+/// action that is not an Event); `None` for non-events and for events with nothing before.
+pub fn event_anchors(actions: &[Action]) -> Vec<Option<usize>> {
+    let mut last = None;
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if a.is_event() {
+                last
+            } else {
+                last = Some(i);
+                None
+            }
+        })
+        .collect()
 }
 
 /// When a controller wants to run again without a change to what it watches.

@@ -286,7 +286,8 @@ struct Sync<'a> {
     status_out: Option<DeploymentStatus>,
     rss: Vec<Rs>,
     deleted: Vec<usize>,
-    events: Vec<Action>,
+    /// Events, each with the index of the ReplicaSet whose write it reports.
+    events: Vec<(usize, Action)>,
     observed: &'a Observed,
 }
 
@@ -540,13 +541,14 @@ impl<'a> Sync<'a> {
         self.set_new_rs_annotations(n, new_revision, false);
         if count > 0 {
             let msg = format!("Scaled up replica set {rs_name} from 0 to {count}");
-            self.events.push(events::normal(
+            let ev = events::normal(
                 self.ctx,
                 self.involved(),
                 reason::SCALING_REPLICA_SET,
                 component::DEPLOYMENT,
                 msg,
-            ));
+            );
+            self.events.push((n, ev));
         }
         self.deploy_revision = Some(new_revision.to_string());
         if self.progress_deadline.is_some() {
@@ -638,13 +640,14 @@ impl<'a> Sync<'a> {
                 "Scaled {op} replica set {} from {from} to {to}",
                 meta::name(&rs.metadata)
             );
-            self.events.push(events::normal(
+            let ev = events::normal(
                 self.ctx,
                 self.involved(),
                 reason::SCALING_REPLICA_SET,
                 component::DEPLOYMENT,
                 msg,
-            ));
+            );
+            self.events.push((i, ev));
         }
         size
     }
@@ -1116,8 +1119,14 @@ impl<'a> Sync<'a> {
                 }
                 Some(_) => {}
             }
+            // Each event right after the write it reports (see `Action`).
+            out.actions.extend(
+                self.events
+                    .iter()
+                    .filter(|(j, _)| *j == i)
+                    .map(|(_, e)| e.clone()),
+            );
         }
-        out.actions.append(&mut self.events);
         let status = self
             .status_out
             .take()

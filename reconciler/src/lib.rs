@@ -22,6 +22,7 @@
 //! | [`events`] | core/v1 Events with Kubernetes' reasons |
 //! | [`keys`] | `/registry/<resource>/<namespace>/<name>` layout, kind ↔ resource |
 //! | [`controllers`] | [`reconcile_all`]: every controller once over one snapshot |
+//! | [`executor`] | applies actions to the cache as compare-and-swap txns; the watch/requeue/back-off loop |
 //! | [`memory`] | an in-memory store applying actions with compare-and-swap (simulations) |
 //!
 //! # Using it
@@ -42,6 +43,7 @@ pub mod context;
 pub mod controllers;
 pub mod deployment;
 pub mod events;
+pub mod executor;
 pub mod gc;
 pub mod hash;
 pub mod keys;

@@ -116,9 +116,28 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Applies actions in order; returns the conflicts (the rest are applied).
+    /// Applies actions as the executor does: writes in order, then the events whose
+    /// write succeeded. Returns the failed writes (the rest are applied); events that
+    /// fail or are dropped are not reported.
     pub fn apply_all(&mut self, actions: &[Action]) -> Vec<ApplyError> {
-        actions.iter().filter_map(|a| self.apply(a).err()).collect()
+        let anchors = crate::action::event_anchors(actions);
+        let mut ok = vec![false; actions.len()];
+        let mut errors = Vec::new();
+        for (i, a) in actions.iter().enumerate() {
+            if a.is_event() {
+                continue;
+            }
+            match self.apply(a) {
+                Ok(()) => ok[i] = true,
+                Err(e) => errors.push(e),
+            }
+        }
+        for (i, a) in actions.iter().enumerate() {
+            if a.is_event() && anchors[i].is_none_or(|j| ok[j]) {
+                let _ = self.apply(a);
+            }
+        }
+        errors
     }
 
     /// A snapshot for the controllers.

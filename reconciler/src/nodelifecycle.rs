@@ -204,6 +204,7 @@ pub fn reconcile(ctx: &Context, observed: &Observed, config: &NodeLifecycleConfi
             }
             let mut p = pod.clone();
             let mut changed = false;
+            let mut eviction_event = None;
             if became_unknown && podutil::is_ready(pod) {
                 set_pod_condition(ctx, &mut p, "Ready", "False", None, None);
                 changed = true;
@@ -215,7 +216,7 @@ pub fn reconcile(ctx: &Context, observed: &Observed, config: &NodeLifecycleConfi
                     Some(tol) if ctx.since(since) >= tol => {
                         evict(ctx, &mut p, config);
                         changed = true;
-                        out.actions.push(events::normal(
+                        eviction_event = Some(events::normal(
                             ctx,
                             Involved {
                                 kind: "Pod",
@@ -237,6 +238,7 @@ pub fn reconcile(ctx: &Context, observed: &Observed, config: &NodeLifecycleConfi
             }
             if changed {
                 out.actions.push(Action::Update(p.into()));
+                out.actions.extend(eviction_event);
             }
         }
     }
