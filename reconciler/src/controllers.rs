@@ -1,0 +1,77 @@
+//! Every controller and the scheduler, run once over a snapshot of desired and observed state.
+
+use crate::action::{ReconcileError, Reconciled};
+use crate::context::Context;
+use crate::gc::{self, GcConfig};
+use crate::meta;
+use crate::nodelifecycle::{self, NodeLifecycleConfig};
+use crate::state::{Desired, Observed};
+use crate::{bare, deployment, replicaset, scheduler};
+
+/// Settings of all controllers.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Node lifecycle timing.
+    pub nodes: NodeLifecycleConfig,
+    /// Garbage collection settings.
+    pub gc: GcConfig,
+}
+
+/// The result of one pass over everything.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Writes of every controller, in order: garbage collection, Git copies,
+    /// Deployments, ReplicaSets, node lifecycle, scheduler.
+    pub outcome: Reconciled,
+    /// Objects that could not be reconciled (`Deployment default/web`), with why.
+    pub errors: Vec<(String, ReconcileError)>,
+}
+
+/// Runs every controller once. Each sees the same snapshot; writes that touch the same
+/// object conflict at the executor (compare-and-swap) and are redone on the next pass.
+pub fn reconcile_all(
+    ctx: &Context,
+    desired: &Desired,
+    observed: &Observed,
+    config: &Config,
+) -> Pass {
+    let mut pass = Pass::default();
+    let out = &mut pass.outcome;
+    out.merge(gc::collect(ctx, desired, observed, &config.gc));
+    out.merge(gc::pod_gc(ctx, desired, observed, &config.gc));
+    out.merge(bare::reconcile_namespaces(ctx, desired, observed));
+    out.merge(bare::reconcile_replica_sets(ctx, desired, observed));
+    out.merge(bare::reconcile_pods(ctx, desired, observed));
+    for d in &desired.deployments {
+        match deployment::reconcile(ctx, d, observed, desired.revision.as_deref()) {
+            Ok(r) => out.merge(r),
+            Err(e) => {
+                let id = format!(
+                    "Deployment {}/{}",
+                    meta::namespace(&d.metadata),
+                    meta::name(&d.metadata)
+                );
+                tracing::warn!(object = %id, error = %e, "deployment not reconciled");
+                pass.errors.push((id, e));
+            }
+        }
+    }
+    for rs in &observed.replica_sets {
+        match replicaset::reconcile(ctx, rs, observed) {
+            Ok(r) => pass.outcome.merge(r),
+            Err(e) => {
+                let id = format!(
+                    "ReplicaSet {}/{}",
+                    meta::namespace(&rs.metadata),
+                    meta::name(&rs.metadata)
+                );
+                tracing::warn!(object = %id, error = %e, "replicaset not reconciled");
+                pass.errors.push((id, e));
+            }
+        }
+    }
+    pass.outcome
+        .merge(nodelifecycle::reconcile(ctx, observed, &config.nodes));
+    pass.outcome.merge(scheduler::schedule(ctx, observed));
+    pass
+}
