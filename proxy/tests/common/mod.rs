@@ -1,6 +1,8 @@
 //! Shared test helpers: a recording fake runner and the golden set of Services.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod netns;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,4 +240,38 @@ pub fn check_probabilities(input: &str) -> usize {
         }
     }
     chains.len()
+}
+
+/// Wraps a real runner and records every restore input it passes on.
+pub struct Recording<R> {
+    pub inner: R,
+    pub inputs: Mutex<Vec<String>>,
+}
+
+impl<R> Recording<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            inputs: Mutex::new(Vec::new()),
+        }
+    }
+    pub fn last_input(&self) -> Option<String> {
+        self.inputs.lock().unwrap().last().cloned()
+    }
+}
+
+impl<R: Runner> Runner for Recording<R> {
+    fn save(&self, family: IpFamily, table: &str) -> Result<String, RunnerError> {
+        self.inner.save(family, table)
+    }
+    fn restore(&self, family: IpFamily, input: &[u8]) -> Result<(), RunnerError> {
+        self.inputs
+            .lock()
+            .unwrap()
+            .push(String::from_utf8(input.to_vec()).unwrap());
+        self.inner.restore(family, input)
+    }
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        self.inner.sysctl(key, value)
+    }
 }
