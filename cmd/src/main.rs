@@ -1,5 +1,7 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
+mod proxy;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +17,13 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Service proxy maintenance.
+    Proxy {
+        #[command(subcommand)]
+        command: proxy::ProxyCommand,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -23,5 +31,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Proxy { command } => proxy::run(command),
+    }
 }

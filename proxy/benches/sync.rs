@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kommit_proxy::iptables::{IptablesConfig, IptablesProxier, SyncReport, SystemRunner};
+use kommit_proxy::iptables::{Backend, IptablesConfig, IptablesProxier, SyncReport, SystemRunner};
 use kommit_proxy::{
     Endpoint, Protocol, ProxyState, Service, ServiceName, ServicePort, ServiceType,
 };
@@ -96,20 +96,18 @@ fn median(mut v: Vec<SyncReport>) -> SyncReport {
     v.swap_remove(v.len() / 2)
 }
 
-fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
+/// One run: full syncs for each size and, at the largest, partial syncs.
+fn run(backend: Backend, sizes: &[u32]) {
     let config = IptablesConfig {
         cluster_cidr: Some("10.244.0.0/15".into()),
         ..IptablesConfig::default()
     };
-    println!(
-        "iptables sync benchmark ({}), real iptables-restore in a fresh network namespace",
-        iptables_version()
-    );
-    for n in [1_000u32, 5_000, 10_000] {
+    println!("backend {backend:?}:");
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    for &n in sizes {
         let ns = Netns::new();
-        let mut proxier =
-            IptablesProxier::new(SystemRunner::in_netns(&ns.0), config.clone()).unwrap();
+        let runner = SystemRunner::in_netns(&ns.0).with_backend(backend);
+        let mut proxier = IptablesProxier::new(runner, config.clone()).unwrap();
         let mut st = state(n);
         let r = proxier.sync(&st).unwrap();
         assert!(r.full);
@@ -117,7 +115,7 @@ fn main() {
         proxier.force_full_sync();
         let r = proxier.sync(&st).unwrap();
         line(&format!("full sync, {n} services, rules in place"), &r);
-        if n != 10_000 {
+        if n != largest {
             continue;
         }
         // One Service's endpoint changes (a pod replaced): partial syncs.
@@ -130,10 +128,10 @@ fn main() {
             reports.push(r);
         }
         line(
-            "partial sync, 1 endpoint changed of 10000 (median of 9)",
+            &format!("partial sync, 1 endpoint changed of {n} (median of 9)"),
             &median(reports),
         );
-        // One Service added: KOMMIT-SERVICES (10,000 rules) is rewritten too.
+        // One Service added: KOMMIT-SERVICES (one rule per Service) is rewritten too.
         let mut reports = Vec::new();
         for round in 0..5u32 {
             let svc = service(n + round);
@@ -145,12 +143,50 @@ fn main() {
             reports.push(r);
         }
         line(
-            "partial sync, 1 service added to 10000 (median of 5)",
+            &format!("partial sync, 1 service added to {n} (median of 5)"),
             &median(reports),
         );
-        // Nothing changed: no restore at all.
         let r = proxier.sync(&st).unwrap();
         line("partial sync, nothing changed", &r);
+    }
+}
+
+/// `-- --backend legacy|nft|installed --sizes 1000,5000,10000`; without arguments:
+/// iptables-legacy for 1,000 / 5,000 / 10,000 Services, then the installed iptables for
+/// 1,000 and 2,000 (iptables-nft 1.8.9's --noflush restore grows quadratically with the
+/// rules written, so 10,000 takes minutes there).
+fn main() {
+    println!(
+        "iptables sync benchmark ({}), real iptables-restore in a fresh network namespace",
+        iptables_version()
+    );
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let backend = arg("--backend").map(|b| match b.as_str() {
+        "legacy" => Backend::Legacy,
+        "nft" => Backend::Nft,
+        "installed" => Backend::Installed,
+        other => panic!("--backend {other}: expected legacy, nft or installed"),
+    });
+    let sizes: Option<Vec<u32>> = arg("--sizes").map(|s| {
+        s.split(',')
+            .map(|n| n.trim().parse().expect("--sizes takes numbers"))
+            .collect()
+    });
+    match backend {
+        Some(b) => run(b, sizes.as_deref().unwrap_or(&[1_000, 5_000, 10_000])),
+        None => {
+            run(
+                Backend::Legacy,
+                sizes.as_deref().unwrap_or(&[1_000, 5_000, 10_000]),
+            );
+            run(Backend::Installed, &[1_000, 2_000]);
+        }
     }
 }
 

@@ -317,3 +317,27 @@ fn cleanup_removes_every_kommit_chain_and_jump() {
     assert_eq!(report, Default::default());
     assert_eq!(runner.restores(), 0);
 }
+
+#[test]
+fn large_clusters_drop_per_endpoint_comments() {
+    let runner = FakeRunner::default();
+    let cfg = IptablesConfig {
+        large_cluster_endpoints: 5,
+        ..config()
+    };
+    let mut proxier = IptablesProxier::new(&runner, cfg).unwrap();
+    let state = golden_state();
+    proxier.sync(&state).unwrap();
+    let input = runner.last_input().unwrap();
+    assert!(
+        !input.contains(" -> "),
+        "no per-endpoint comments above the threshold"
+    );
+    assert!(
+        input.contains("\"default/web cluster IP\""),
+        "service rules keep theirs"
+    );
+    assert!(input.contains("-A KOMMIT-SVC-LL7ZVDYRLBRX244O -m statistic --mode random --probability 0.3333333333 -j KOMMIT-SEP-"));
+    assert_eq!(check(&input, &[]), Vec::<String>::new());
+    check_probabilities(&input);
+}

@@ -39,7 +39,7 @@ pub use rules::{
     endpoint_chain, external_chain, jumps, port_rules, probability, service_chain, shared_chains,
     static_chains,
 };
-pub use runner::{Runner, RunnerError, SystemRunner};
+pub use runner::{Backend, Runner, RunnerError, SystemRunner};
 pub use save::{SavedRule, SavedTable, parse_save, rule_target, split_words};
 
 use crate::model::{
@@ -79,6 +79,9 @@ pub struct IptablesConfig {
     pub localhost_node_ports: bool,
     /// A full sync at least this often, to repair rules changed behind kommit's back.
     pub full_sync_period: Duration,
+    /// Above this many endpoints in all, per-endpoint rules are written without
+    /// comments (kube-proxy's large-cluster mode, same threshold).
+    pub large_cluster_endpoints: usize,
 }
 
 impl Default for IptablesConfig {
@@ -89,6 +92,7 @@ impl Default for IptablesConfig {
             masquerade_bit: 13,
             localhost_node_ports: true,
             full_sync_period: Duration::from_secs(300),
+            large_cluster_endpoints: 1000,
         }
     }
 }
@@ -181,6 +185,7 @@ pub struct CleanupReport {
 }
 
 struct CachedPort {
+    terse: bool,
     service_type: ServiceType,
     cluster_ip: IpAddr,
     port: ServicePort,
@@ -189,8 +194,9 @@ struct CachedPort {
 }
 
 impl CachedPort {
-    fn matches(&self, v: &ServicePortView<'_>) -> bool {
-        self.service_type == v.service.service_type
+    fn matches(&self, v: &ServicePortView<'_>, terse: bool) -> bool {
+        self.terse == terse
+            && self.service_type == v.service.service_type
             && self.cluster_ip == v.service.cluster_ip
             && self.port == *v.port
             && self.endpoints == v.endpoints
@@ -203,11 +209,19 @@ impl CachedPort {
 pub struct IptablesProxier<R: Runner> {
     runner: R,
     config: IptablesConfig,
+    /// Every Service port's rules as the last successful sync wrote them.
     cache: HashMap<ServicePortName, CachedPort>,
-    /// Digest of every chain the last successful sync left, or `None` when the tables'
-    /// content is unknown (start, after an error): the next sync is then full.
+    /// Digests of the static and shared chains the last successful sync wrote, or `None`
+    /// when the tables' content is unknown (start, after an error): the next sync is
+    /// then full.
     written: Option<HashMap<(Table, String), u64>>,
     last_full: Option<Instant>,
+}
+
+/// How one Service port's rules changed since the last sync.
+struct PortChange {
+    old: Option<Arc<PortRules>>,
+    new: Option<Arc<PortRules>>,
 }
 
 impl<R: Runner> IptablesProxier<R> {
@@ -261,45 +275,72 @@ impl<R: Runner> IptablesProxier<R> {
         };
 
         let t = Instant::now();
-        let ports = self.update_cache(state, &mut report);
-        let statics = static_chains(&self.config);
-        let shared = shared_chains(ports.iter().map(|p| p.as_ref()), &self.config);
-        let desired: Vec<&Chain> = statics
-            .iter()
-            .chain(shared.iter())
-            .chain(ports.iter().flat_map(|p| p.chains.iter()))
-            .collect();
+        let (ports, changes) = self.update_cache(state, &mut report);
+        let mut common = static_chains(&self.config);
+        common.extend(shared_chains(
+            ports.iter().map(|p| p.as_ref()),
+            &self.config,
+        ));
+
+        // What to write and what to delete, per table.
+        let mut to_write: [Vec<&Chain>; 2] = [Vec::new(), Vec::new()];
+        let mut stale: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        match (&saved, &self.written) {
+            (None, Some(written)) => {
+                for c in &common {
+                    if written.get(&(c.table, c.name.clone())) != Some(&c.digest) {
+                        to_write[c.table as usize].push(c);
+                    }
+                }
+                for change in &changes {
+                    let old: HashMap<&str, u64> = change
+                        .old
+                        .iter()
+                        .flat_map(|r| r.chains.iter())
+                        .map(|c| (c.name.as_str(), c.digest))
+                        .collect();
+                    let mut kept = HashSet::new();
+                    for c in change.new.iter().flat_map(|r| r.chains.iter()) {
+                        kept.insert(c.name.as_str());
+                        if old.get(c.name.as_str()) != Some(&c.digest) {
+                            to_write[c.table as usize].push(c);
+                        }
+                    }
+                    for c in change.old.iter().flat_map(|r| r.chains.iter()) {
+                        if !kept.contains(c.name.as_str()) {
+                            stale[c.table as usize].push(c.name.clone());
+                        }
+                    }
+                }
+            }
+            _ => {
+                let mut wanted: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+                for c in common
+                    .iter()
+                    .chain(ports.iter().flat_map(|p| p.chains.iter()))
+                {
+                    to_write[c.table as usize].push(c);
+                    wanted[c.table as usize].insert(c.name.as_str());
+                }
+                if let Some(saved) = &saved {
+                    for table in Table::ALL {
+                        stale[table as usize] = saved[table as usize]
+                            .chains
+                            .iter()
+                            .filter(|c| {
+                                c.starts_with(CHAIN_PREFIX)
+                                    && !wanted[table as usize].contains(c.as_str())
+                            })
+                            .cloned()
+                            .collect();
+                    }
+                }
+            }
+        }
+
         let mut input = String::new();
-        let mut stale_all = Vec::new();
         for table in Table::ALL {
-            let wanted: Vec<&Chain> = desired
-                .iter()
-                .copied()
-                .filter(|c| c.table == table)
-                .collect();
-            let wanted_names: HashSet<&str> = wanted.iter().map(|c| c.name.as_str()).collect();
-            let to_write: Vec<&Chain> = match &self.written {
-                Some(w) if !full => wanted
-                    .iter()
-                    .copied()
-                    .filter(|c| w.get(&(table, c.name.clone())) != Some(&c.digest))
-                    .collect(),
-                _ => wanted.clone(),
-            };
-            let mut stale: Vec<String> = match (&saved, &self.written) {
-                (Some(saved), _) => saved[table as usize]
-                    .chains
-                    .iter()
-                    .filter(|c| c.starts_with(CHAIN_PREFIX) && !wanted_names.contains(c.as_str()))
-                    .cloned()
-                    .collect(),
-                (None, Some(w)) => w
-                    .keys()
-                    .filter(|(t, c)| *t == table && !wanted_names.contains(c.as_str()))
-                    .map(|(_, c)| c.clone())
-                    .collect(),
-                (None, None) => Vec::new(),
-            };
+            let (to_write, stale) = (&to_write[table as usize], &mut stale[table as usize]);
             stale.sort();
             let jump_lines = match &saved {
                 Some(saved) => self.jump_fixes(table, &saved[table as usize]),
@@ -309,17 +350,17 @@ impl<R: Runner> IptablesProxier<R> {
                 continue;
             }
             let _ = writeln!(input, "*{}", table.name());
-            for c in &to_write {
+            for c in to_write {
                 let _ = writeln!(input, ":{} - [0:0]", c.name);
             }
-            for c in &stale {
+            for c in stale.iter() {
                 let _ = writeln!(input, ":{c} - [0:0]");
             }
             for line in &jump_lines {
                 input.push_str(line);
                 input.push('\n');
             }
-            for c in &to_write {
+            for c in to_write {
                 for r in &c.rules {
                     input.push_str(r);
                     input.push('\n');
@@ -329,12 +370,11 @@ impl<R: Runner> IptablesProxier<R> {
                     .chains_written
                     .push(format!("{}/{}", table.name(), c.name));
             }
-            for c in &stale {
+            for c in stale.iter() {
                 let _ = writeln!(input, "-X {c}");
                 report.chains_deleted.push(format!("{}/{c}", table.name()));
             }
             input.push_str("COMMIT\n");
-            stale_all.extend(stale.into_iter().map(|c| (table, c)));
         }
         report.generate = t.elapsed();
         report.input_bytes = input.len();
@@ -348,21 +388,14 @@ impl<R: Runner> IptablesProxier<R> {
                 return Err(SyncError::Restore(e));
             }
         }
-        if full || self.written.is_none() {
-            self.written = Some(
-                desired
-                    .iter()
-                    .map(|c| ((c.table, c.name.clone()), c.digest))
-                    .collect(),
-            );
+        self.written = Some(
+            common
+                .iter()
+                .map(|c| ((c.table, c.name.clone()), c.digest))
+                .collect(),
+        );
+        if full {
             self.last_full = Some(Instant::now());
-        } else if let Some(w) = self.written.as_mut() {
-            for c in &desired {
-                w.insert((c.table, c.name.clone()), c.digest);
-            }
-            for key in &stale_all {
-                w.remove(key);
-            }
         }
         debug!(
             full,
@@ -393,30 +426,48 @@ impl<R: Runner> IptablesProxier<R> {
     }
 
     /// Regenerates the rules of the ports that changed; returns every port's rules in
-    /// state order.
-    fn update_cache(&mut self, state: &ProxyState, report: &mut SyncReport) -> Vec<Arc<PortRules>> {
-        let mut cache = HashMap::with_capacity(self.cache.len());
-        let mut ports = Vec::with_capacity(self.cache.len());
+    /// state order, and how each changed port changed (removed ports included).
+    fn update_cache(
+        &mut self,
+        state: &ProxyState,
+        report: &mut SyncReport,
+    ) -> (Vec<Arc<PortRules>>, Vec<PortChange>) {
+        let mut old = std::mem::take(&mut self.cache);
+        let mut cache = HashMap::with_capacity(old.len());
+        let mut ports = Vec::with_capacity(old.len());
+        let mut changes = Vec::new();
+        let endpoints: usize = state.service_ports().map(|v| v.endpoints.len()).sum();
+        let terse = endpoints > self.config.large_cluster_endpoints;
         for view in state.service_ports() {
             let name = view.name();
-            let entry = match self.cache.remove(&name) {
-                Some(c) if c.matches(&view) => c,
-                _ => {
+            let entry = match old.remove(&name) {
+                Some(c) if c.matches(&view, terse) => c,
+                previous => {
                     report.ports_regenerated += 1;
-                    CachedPort {
+                    let entry = CachedPort {
+                        terse,
                         service_type: view.service.service_type,
                         cluster_ip: view.service.cluster_ip,
                         port: view.port.clone(),
                         endpoints: view.endpoints.to_vec(),
-                        rules: Arc::new(port_rules(&view, &self.config)),
-                    }
+                        rules: Arc::new(port_rules(&view, &self.config, terse)),
+                    };
+                    changes.push(PortChange {
+                        old: previous.map(|p| p.rules),
+                        new: Some(entry.rules.clone()),
+                    });
+                    entry
                 }
             };
             ports.push(entry.rules.clone());
             cache.insert(name, entry);
         }
+        changes.extend(old.into_values().map(|p| PortChange {
+            old: Some(p.rules),
+            new: None,
+        }));
         self.cache = cache;
-        ports
+        (ports, changes)
     }
 
     /// The lines that make each wanted jump exist exactly once in `table`, and remove

@@ -235,7 +235,10 @@ pub struct PortRules {
 
 /// Generates the rules of one Service port. Ports of the other address family give
 /// empty rules (an IPv6 Service is ip6tables' business).
-pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig) -> PortRules {
+///
+/// `terse` leaves the comments off the per-endpoint rules, as kube-proxy does in large
+/// clusters: less to write and to restore when there are thousands of endpoints.
+pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig, terse: bool) -> PortRules {
     let mut out = PortRules {
         nat_services: Vec::new(),
         nat_nodeports: Vec::new(),
@@ -308,10 +311,14 @@ pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig) -> PortRu
     let mut sep_chains = Vec::with_capacity(n);
     for (i, ep) in endpoints.iter().enumerate() {
         let sep = endpoint_chain(&spn, proto, ep);
-        let mut line = format!(
-            "-A {svc_chain} -m comment --comment \"{spn} -> {}\"",
-            dnat_target(ep)
-        );
+        let mut line = if terse {
+            format!("-A {svc_chain}")
+        } else {
+            format!(
+                "-A {svc_chain} -m comment --comment \"{spn} -> {}\"",
+                dnat_target(ep)
+            )
+        };
         if i + 1 < n {
             let _ = write!(
                 line,
@@ -321,14 +328,23 @@ pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig) -> PortRu
         }
         let _ = write!(line, " -j {sep}");
         svc_rules.push(line);
-        sep_chains.push(Chain::new(
-            Table::Nat,
-            sep.clone(),
+        sep_chains.push(Chain::new(Table::Nat, sep.clone(), {
+            let comment = if terse {
+                String::new()
+            } else {
+                format!(" -m comment --comment \"{spn}\"")
+            };
             vec![
-                format!("-A {sep} -m comment --comment \"{spn}\" -s {} -j {MARK_MASQ_CHAIN}", host_cidr(ep.ip)),
-                format!("-A {sep} -m comment --comment \"{spn}\" -m {p} -p {p} -j DNAT --to-destination {}", dnat_target(ep)),
-            ],
-        ));
+                format!(
+                    "-A {sep}{comment} -s {} -j {MARK_MASQ_CHAIN}",
+                    host_cidr(ep.ip)
+                ),
+                format!(
+                    "-A {sep}{comment} -m {p} -p {p} -j DNAT --to-destination {}",
+                    dnat_target(ep)
+                ),
+            ]
+        }));
     }
     out.chains
         .push(Chain::new(Table::Nat, svc_chain, svc_rules));

@@ -60,6 +60,19 @@ pub enum RunnerError {
     NotUtf8 { program: String },
 }
 
+/// Which iptables binaries to run. The host's rules and kommit's must live in the same
+/// backend, so the default is whatever `iptables-restore` is on this host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables-restore` / `iptables-save` as installed (Debian: the nft variant).
+    #[default]
+    Installed,
+    /// `iptables-legacy-restore` / `iptables-legacy-save`.
+    Legacy,
+    /// `iptables-nft-restore` / `iptables-nft-save`.
+    Nft,
+}
+
 /// Runs the real `iptables-save` / `iptables-restore` (or the ip6tables ones).
 ///
 /// A prefix runs them through another command, e.g. `ip netns exec NAME` to program a
@@ -69,6 +82,7 @@ pub struct SystemRunner {
     prefix: Vec<OsString>,
     /// Seconds `iptables-restore` waits for the xtables lock (`-w`).
     pub lock_wait_secs: u32,
+    pub backend: Backend,
 }
 
 impl SystemRunner {
@@ -76,6 +90,7 @@ impl SystemRunner {
         Self {
             prefix: Vec::new(),
             lock_wait_secs: 5,
+            backend: Backend::Installed,
         }
     }
 
@@ -88,12 +103,30 @@ impl SystemRunner {
         Self {
             prefix: prefix.into_iter().map(Into::into).collect(),
             lock_wait_secs: 5,
+            backend: Backend::Installed,
         }
     }
 
     /// Runs in the named network namespace (`ip netns exec NAME ...`).
     pub fn in_netns(name: &str) -> Self {
         Self::with_prefix(["ip", "netns", "exec", name])
+    }
+
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    fn program(&self, family: IpFamily, tool: &str) -> String {
+        let base = match family {
+            IpFamily::V4 => "iptables",
+            IpFamily::V6 => "ip6tables",
+        };
+        match self.backend {
+            Backend::Installed => format!("{base}-{tool}"),
+            Backend::Legacy => format!("{base}-legacy-{tool}"),
+            Backend::Nft => format!("{base}-nft-{tool}"),
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -108,13 +141,6 @@ impl SystemRunner {
     }
 }
 
-fn program(family: IpFamily, tool: &str) -> String {
-    match family {
-        IpFamily::V4 => format!("iptables-{tool}"),
-        IpFamily::V6 => format!("ip6tables-{tool}"),
-    }
-}
-
 fn failed(program: &str, out: &std::process::Output) -> RunnerError {
     RunnerError::Failed {
         program: program.to_owned(),
@@ -125,7 +151,7 @@ fn failed(program: &str, out: &std::process::Output) -> RunnerError {
 
 impl Runner for SystemRunner {
     fn save(&self, family: IpFamily, table: &str) -> Result<String, RunnerError> {
-        let program = program(family, "save");
+        let program = self.program(family, "save");
         let out = self
             .command(&program)
             .args(["-t", table])
@@ -142,7 +168,7 @@ impl Runner for SystemRunner {
     }
 
     fn restore(&self, family: IpFamily, input: &[u8]) -> Result<(), RunnerError> {
-        let program = program(family, "restore");
+        let program = self.program(family, "restore");
         let mut child = self
             .command(&program)
             .args(["--noflush", "-w", &self.lock_wait_secs.to_string()])
