@@ -33,5 +33,5 @@ pub mod userspace;
 
 pub use model::{
     Endpoint, Protocol, ProxyState, Service, ServiceEndpoints, ServiceName, ServicePort,
-    ServicePortName, ServicePortView, ServiceType,
+    ServicePortName, ServicePortView, ServiceType, ServiceView,
 };

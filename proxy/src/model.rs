@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A Service's namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,11 +164,33 @@ pub type ServiceEndpoints = BTreeMap<String, Vec<Endpoint>>;
 /// Everything the proxy programs: the Services and their ready endpoints.
 ///
 /// Endpoints are kept sorted and free of duplicates so that the same cluster state
-/// always gives the same rules, whatever order the watch delivered it in.
+/// always gives the same rules, whatever order the watch delivered it in. Every change
+/// to a Service or its endpoints gives it a new version (unique in the process), which
+/// lets the proxiers skip unchanged Services without comparing them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyState {
-    services: BTreeMap<ServiceName, Service>,
-    endpoints: BTreeMap<ServiceName, ServiceEndpoints>,
+    entries: BTreeMap<ServiceName, Entry>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    service: Option<Service>,
+    endpoints: ServiceEndpoints,
+    version: u64,
+}
+
+/// Equal content is equal state, whatever the versions.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.service == other.service && self.endpoints == other.endpoints
+    }
+}
+
+impl Eq for Entry {}
+
+fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One Service port with everything needed to program it.
@@ -188,20 +211,63 @@ impl ServicePortView<'_> {
     }
 }
 
+/// One Service with its endpoints and version.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceView<'a> {
+    pub service: &'a Service,
+    pub endpoints: &'a ServiceEndpoints,
+    /// Changes whenever the Service or its endpoints change.
+    pub version: u64,
+}
+
+impl<'a> ServiceView<'a> {
+    /// The Service's ports with their endpoints.
+    pub fn ports(&self) -> impl Iterator<Item = ServicePortView<'a>> + use<'a> {
+        let (service, endpoints) = (self.service, self.endpoints);
+        service.ports.iter().map(move |port| ServicePortView {
+            service,
+            port,
+            endpoints: endpoints.get(&port.name).map(Vec::as_slice).unwrap_or(&[]),
+        })
+    }
+}
+
 impl ProxyState {
     pub fn new() -> Self {
         Self::default()
     }
 
+    fn entry_mut(&mut self, name: ServiceName) -> &mut Entry {
+        self.entries.entry(name).or_default()
+    }
+
+    fn tidy(&mut self, name: &ServiceName) {
+        if self
+            .entries
+            .get(name)
+            .is_some_and(|e| e.service.is_none() && e.endpoints.is_empty())
+        {
+            self.entries.remove(name);
+        }
+    }
+
     /// Adds or replaces a Service.
     pub fn upsert_service(&mut self, service: Service) {
-        self.services.insert(service.name.clone(), service);
+        let entry = self.entry_mut(service.name.clone());
+        if entry.service.as_ref() != Some(&service) {
+            entry.service = Some(service);
+            entry.version = next_version();
+        }
     }
 
     /// Removes a Service (its endpoints stay until removed, as an Endpoints object may
     /// outlive its Service for a moment).
     pub fn remove_service(&mut self, name: &ServiceName) -> Option<Service> {
-        self.services.remove(name)
+        let entry = self.entries.get_mut(name)?;
+        let old = entry.service.take();
+        entry.version = next_version();
+        self.tidy(name);
+        old
     }
 
     /// Replaces the ready endpoints of a Service.
@@ -211,42 +277,57 @@ impl ProxyState {
             list.dedup();
         }
         endpoints.retain(|_, list| !list.is_empty());
-        if endpoints.is_empty() {
-            self.endpoints.remove(&name);
-        } else {
-            self.endpoints.insert(name, endpoints);
+        let entry = self.entry_mut(name.clone());
+        if entry.endpoints != endpoints {
+            entry.endpoints = endpoints;
+            entry.version = next_version();
         }
+        self.tidy(&name);
     }
 
     /// Removes the endpoints of a Service.
     pub fn remove_endpoints(&mut self, name: &ServiceName) {
-        self.endpoints.remove(name);
+        self.set_endpoints(name.clone(), ServiceEndpoints::new());
     }
 
     pub fn service(&self, name: &ServiceName) -> Option<&Service> {
-        self.services.get(name)
+        self.entries.get(name).and_then(|e| e.service.as_ref())
     }
 
     pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.services.values()
+        self.entries.values().filter_map(|e| e.service.as_ref())
     }
 
+    /// The number of endpoints over all Services and ports.
+    pub fn endpoint_count(&self) -> usize {
+        self.entries
+            .values()
+            .flat_map(|e| e.endpoints.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// The ready endpoints of a Service, per port name.
     pub fn endpoints(&self, name: &ServiceName) -> Option<&ServiceEndpoints> {
-        self.endpoints.get(name)
+        self.entries
+            .get(name)
+            .map(|e| &e.endpoints)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Every Service with its endpoints, in (namespace, name) order.
+    pub fn service_views(&self) -> impl Iterator<Item = ServiceView<'_>> {
+        self.entries.values().filter_map(|e| {
+            e.service.as_ref().map(|service| ServiceView {
+                service,
+                endpoints: &e.endpoints,
+                version: e.version,
+            })
+        })
     }
 
     /// Every Service port in a stable order (namespace, name, then the Service's port order).
     pub fn service_ports(&self) -> impl Iterator<Item = ServicePortView<'_>> {
-        self.services.values().flat_map(move |service| {
-            let endpoints = self.endpoints.get(&service.name);
-            service.ports.iter().map(move |port| ServicePortView {
-                service,
-                port,
-                endpoints: endpoints
-                    .and_then(|e| e.get(&port.name))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
-            })
-        })
+        self.service_views().flat_map(|v| v.ports())
     }
 }

@@ -35,16 +35,14 @@ use tracing::{debug, warn};
 pub use check::{BUILTIN_TARGETS, CheckError, builtin_chains, check_restore_input};
 pub use rules::{
     CHAIN_PREFIX, Chain, EXTERNAL_SERVICES_CHAIN, FIREWALL_CHAIN, FORWARD_CHAIN, Jump,
-    MARK_MASQ_CHAIN, NODEPORTS_CHAIN, POSTROUTING_CHAIN, PortRules, SERVICES_CHAIN, Table,
-    endpoint_chain, external_chain, jumps, port_rules, probability, service_chain, shared_chains,
-    static_chains,
+    MARK_MASQ_CHAIN, NODEPORTS_CHAIN, POSTROUTING_CHAIN, PortRules, SERVICES_CHAIN, SharedChain,
+    Table, digest, endpoint_chain, external_chain, jumps, port_rules, probability, service_chain,
+    shared_chains, static_chains,
 };
 pub use runner::{Backend, Runner, RunnerError, SystemRunner};
 pub use save::{SavedRule, SavedTable, parse_save, rule_target, split_words};
 
-use crate::model::{
-    Endpoint, ProxyState, ServicePort, ServicePortName, ServicePortView, ServiceType,
-};
+use crate::model::{ProxyState, ServiceName};
 
 /// The address family one proxier programs (iptables or ip6tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -184,23 +182,12 @@ pub struct CleanupReport {
     pub jumps_deleted: Vec<String>,
 }
 
-struct CachedPort {
+struct CachedService {
+    version: u64,
     terse: bool,
-    service_type: ServiceType,
-    cluster_ip: IpAddr,
-    port: ServicePort,
-    endpoints: Vec<Endpoint>,
-    rules: Arc<PortRules>,
-}
-
-impl CachedPort {
-    fn matches(&self, v: &ServicePortView<'_>, terse: bool) -> bool {
-        self.terse == terse
-            && self.service_type == v.service.service_type
-            && self.cluster_ip == v.service.cluster_ip
-            && self.port == *v.port
-            && self.endpoints == v.endpoints
-    }
+    ports: Vec<Arc<PortRules>>,
+    /// The sync that last saw this Service in the state.
+    seen: u64,
 }
 
 /// The iptables proxier. Call [`IptablesProxier::sync`] with the whole state whenever it
@@ -209,8 +196,10 @@ impl CachedPort {
 pub struct IptablesProxier<R: Runner> {
     runner: R,
     config: IptablesConfig,
-    /// Every Service port's rules as the last successful sync wrote them.
-    cache: HashMap<ServicePortName, CachedPort>,
+    /// Every Service's rules as the last sync generated them (and, unless it failed,
+    /// wrote them).
+    cache: HashMap<ServiceName, CachedService>,
+    syncs: u64,
     /// Digests of the static and shared chains the last successful sync wrote, or `None`
     /// when the tables' content is unknown (start, after an error): the next sync is
     /// then full.
@@ -218,10 +207,10 @@ pub struct IptablesProxier<R: Runner> {
     last_full: Option<Instant>,
 }
 
-/// How one Service port's rules changed since the last sync.
-struct PortChange {
-    old: Option<Arc<PortRules>>,
-    new: Option<Arc<PortRules>>,
+/// How one Service's rules changed since the last sync.
+struct Change {
+    old: Vec<Arc<PortRules>>,
+    new: Vec<Arc<PortRules>>,
 }
 
 impl<R: Runner> IptablesProxier<R> {
@@ -231,6 +220,7 @@ impl<R: Runner> IptablesProxier<R> {
             runner,
             config,
             cache: HashMap::new(),
+            syncs: 0,
             written: None,
             last_full: None,
         })
@@ -276,64 +266,110 @@ impl<R: Runner> IptablesProxier<R> {
 
         let t = Instant::now();
         let (ports, changes) = self.update_cache(state, &mut report);
-        let mut common = static_chains(&self.config);
-        common.extend(shared_chains(
-            ports.iter().map(|p| p.as_ref()),
-            &self.config,
-        ));
+        let statics = static_chains(&self.config);
+        let shared = shared_chains(&self.config);
+        // The shared chains change only when some Service's lines in them change; in a
+        // partial sync where none did, their digests are the ones written last time.
+        fn contributions(v: &[Arc<PortRules>]) -> Vec<&String> {
+            v.iter()
+                .flat_map(|p| {
+                    p.nat_services
+                        .iter()
+                        .chain(&p.nat_nodeports)
+                        .chain(&p.filter_services)
+                        .chain(&p.filter_external)
+                })
+                .collect()
+        }
+        let contributions_changed = changes
+            .iter()
+            .any(|c| contributions(&c.old) != contributions(&c.new));
+        let shared_digests: Vec<u64> = match (&saved, &self.written) {
+            (None, Some(written)) if !contributions_changed => shared
+                .iter()
+                .map(|c| {
+                    written
+                        .get(&(c.table, c.name.to_owned()))
+                        .copied()
+                        .unwrap_or_default()
+                })
+                .collect(),
+            _ => shared.iter().map(|c| c.digest(&ports)).collect(),
+        };
+        let common_digests: HashMap<(Table, String), u64> = statics
+            .iter()
+            .map(|c| ((c.table, c.name.clone()), c.digest))
+            .chain(
+                shared
+                    .iter()
+                    .zip(&shared_digests)
+                    .map(|(c, d)| ((c.table, c.name.to_owned()), *d)),
+            )
+            .collect();
+        let partial_base = match (&saved, &self.written) {
+            (None, Some(written)) => Some(written),
+            _ => None,
+        };
+        let unchanged = |table: Table, name: &str, digest: u64| {
+            partial_base.is_some_and(|w| w.get(&(table, name.to_owned())) == Some(&digest))
+        };
+        let shared_built: Vec<Chain> = shared
+            .iter()
+            .zip(&shared_digests)
+            .filter(|(c, d)| !unchanged(c.table, c.name, **d))
+            .map(|(c, _)| c.build(&ports))
+            .collect();
 
         // What to write and what to delete, per table.
         let mut to_write: [Vec<&Chain>; 2] = [Vec::new(), Vec::new()];
         let mut stale: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-        match (&saved, &self.written) {
-            (None, Some(written)) => {
-                for c in &common {
-                    if written.get(&(c.table, c.name.clone())) != Some(&c.digest) {
+        for c in statics
+            .iter()
+            .filter(|c| !unchanged(c.table, &c.name, c.digest))
+            .chain(&shared_built)
+        {
+            to_write[c.table as usize].push(c);
+        }
+        if partial_base.is_some() {
+            for change in &changes {
+                let old: HashMap<&str, u64> = change
+                    .old
+                    .iter()
+                    .flat_map(|r| r.chains.iter())
+                    .map(|c| (c.name.as_str(), c.digest))
+                    .collect();
+                let mut kept = HashSet::new();
+                for c in change.new.iter().flat_map(|r| r.chains.iter()) {
+                    kept.insert(c.name.as_str());
+                    if old.get(c.name.as_str()) != Some(&c.digest) {
                         to_write[c.table as usize].push(c);
                     }
                 }
-                for change in &changes {
-                    let old: HashMap<&str, u64> = change
-                        .old
-                        .iter()
-                        .flat_map(|r| r.chains.iter())
-                        .map(|c| (c.name.as_str(), c.digest))
-                        .collect();
-                    let mut kept = HashSet::new();
-                    for c in change.new.iter().flat_map(|r| r.chains.iter()) {
-                        kept.insert(c.name.as_str());
-                        if old.get(c.name.as_str()) != Some(&c.digest) {
-                            to_write[c.table as usize].push(c);
-                        }
-                    }
-                    for c in change.old.iter().flat_map(|r| r.chains.iter()) {
-                        if !kept.contains(c.name.as_str()) {
-                            stale[c.table as usize].push(c.name.clone());
-                        }
+                for c in change.old.iter().flat_map(|r| r.chains.iter()) {
+                    if !kept.contains(c.name.as_str()) {
+                        stale[c.table as usize].push(c.name.clone());
                     }
                 }
             }
-            _ => {
-                let mut wanted: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
-                for c in common
-                    .iter()
-                    .chain(ports.iter().flat_map(|p| p.chains.iter()))
-                {
-                    to_write[c.table as usize].push(c);
-                    wanted[c.table as usize].insert(c.name.as_str());
-                }
-                if let Some(saved) = &saved {
-                    for table in Table::ALL {
-                        stale[table as usize] = saved[table as usize]
-                            .chains
-                            .iter()
-                            .filter(|c| {
-                                c.starts_with(CHAIN_PREFIX)
-                                    && !wanted[table as usize].contains(c.as_str())
-                            })
-                            .cloned()
-                            .collect();
-                    }
+        } else {
+            let mut wanted: [HashSet<&str>; 2] = [HashSet::new(), HashSet::new()];
+            for c in ports.iter().flat_map(|p| p.chains.iter()) {
+                to_write[c.table as usize].push(c);
+            }
+            for c in to_write.iter().flatten() {
+                wanted[c.table as usize].insert(c.name.as_str());
+            }
+            if let Some(saved) = &saved {
+                for table in Table::ALL {
+                    stale[table as usize] = saved[table as usize]
+                        .chains
+                        .iter()
+                        .filter(|c| {
+                            c.starts_with(CHAIN_PREFIX)
+                                && !wanted[table as usize].contains(c.as_str())
+                        })
+                        .cloned()
+                        .collect();
                 }
             }
         }
@@ -388,12 +424,7 @@ impl<R: Runner> IptablesProxier<R> {
                 return Err(SyncError::Restore(e));
             }
         }
-        self.written = Some(
-            common
-                .iter()
-                .map(|c| ((c.table, c.name.clone()), c.digest))
-                .collect(),
-        );
+        self.written = Some(common_digests);
         if full {
             self.last_full = Some(Instant::now());
         }
@@ -425,48 +456,63 @@ impl<R: Runner> IptablesProxier<R> {
         Ok(parse_save(&text))
     }
 
-    /// Regenerates the rules of the ports that changed; returns every port's rules in
-    /// state order, and how each changed port changed (removed ports included).
+    /// Regenerates the rules of the Services that changed; returns every port's rules
+    /// in state order, and how each changed Service changed (removed ones included).
     fn update_cache(
         &mut self,
         state: &ProxyState,
         report: &mut SyncReport,
-    ) -> (Vec<Arc<PortRules>>, Vec<PortChange>) {
-        let mut old = std::mem::take(&mut self.cache);
-        let mut cache = HashMap::with_capacity(old.len());
-        let mut ports = Vec::with_capacity(old.len());
+    ) -> (Vec<Arc<PortRules>>, Vec<Change>) {
+        self.syncs += 1;
+        let sync = self.syncs;
+        let mut ports = Vec::with_capacity(self.cache.len());
         let mut changes = Vec::new();
-        let endpoints: usize = state.service_ports().map(|v| v.endpoints.len()).sum();
-        let terse = endpoints > self.config.large_cluster_endpoints;
-        for view in state.service_ports() {
-            let name = view.name();
-            let entry = match old.remove(&name) {
-                Some(c) if c.matches(&view, terse) => c,
-                previous => {
-                    report.ports_regenerated += 1;
-                    let entry = CachedPort {
-                        terse,
-                        service_type: view.service.service_type,
-                        cluster_ip: view.service.cluster_ip,
-                        port: view.port.clone(),
-                        endpoints: view.endpoints.to_vec(),
-                        rules: Arc::new(port_rules(&view, &self.config, terse)),
-                    };
-                    changes.push(PortChange {
-                        old: previous.map(|p| p.rules),
-                        new: Some(entry.rules.clone()),
-                    });
-                    entry
+        let terse = state.endpoint_count() > self.config.large_cluster_endpoints;
+        let mut seen = 0;
+        for view in state.service_views() {
+            seen += 1;
+            let cached = self.cache.get_mut(&view.service.name);
+            match cached {
+                Some(c) if c.version == view.version && c.terse == terse => {
+                    c.seen = sync;
+                    ports.extend(c.ports.iter().cloned());
                 }
-            };
-            ports.push(entry.rules.clone());
-            cache.insert(name, entry);
+                cached => {
+                    let new: Vec<Arc<PortRules>> = view
+                        .ports()
+                        .map(|p| Arc::new(port_rules(&p, &self.config, terse)))
+                        .collect();
+                    report.ports_regenerated += new.len();
+                    ports.extend(new.iter().cloned());
+                    let fresh = CachedService {
+                        version: view.version,
+                        terse,
+                        ports: new.clone(),
+                        seen: sync,
+                    };
+                    let old = match cached {
+                        Some(c) => std::mem::replace(c, fresh).ports,
+                        None => {
+                            self.cache.insert(view.service.name.clone(), fresh);
+                            Vec::new()
+                        }
+                    };
+                    changes.push(Change { old, new });
+                }
+            }
         }
-        changes.extend(old.into_values().map(|p| PortChange {
-            old: Some(p.rules),
-            new: None,
-        }));
-        self.cache = cache;
+        if self.cache.len() > seen {
+            self.cache.retain(|_, c| {
+                if c.seen == sync {
+                    return true;
+                }
+                changes.push(Change {
+                    old: std::mem::take(&mut c.ports),
+                    new: Vec::new(),
+                });
+                false
+            });
+        }
         (ports, changes)
     }
 

@@ -16,8 +16,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use data_encoding::BASE32;
 use sha2::{Digest, Sha256};
@@ -66,15 +67,24 @@ pub struct Chain {
     pub digest: u64,
 }
 
+/// A digest of a chain's rules, to see cheaply whether it changed since the last write.
+pub fn digest<'a>(rules: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for r in rules {
+        h.write(r.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 impl Chain {
     fn new(table: Table, name: String, rules: Vec<String>) -> Self {
-        let mut h = DefaultHasher::new();
-        rules.hash(&mut h);
+        let digest = digest(rules.iter().map(String::as_str));
         Self {
             table,
             name,
             rules,
-            digest: h.finish(),
+            digest,
         }
     }
 }
@@ -397,39 +407,71 @@ pub fn static_chains(config: &IptablesConfig) -> Vec<Chain> {
     out
 }
 
-/// Builds the four shared chains from the ports' contributions, in port order.
-pub fn shared_chains<'a>(
-    ports: impl Iterator<Item = &'a PortRules> + Clone,
-    config: &IptablesConfig,
-) -> Vec<Chain> {
-    let collect = |f: fn(&PortRules) -> &Vec<String>| -> Vec<String> {
-        ports.clone().flat_map(|p| f(p).iter().cloned()).collect()
-    };
-    let mut nat_services = collect(|p| &p.nat_services);
+/// One of the four chains every Service port adds lines to (KOMMIT-SERVICES and
+/// KOMMIT-NODEPORTS in nat, KOMMIT-SERVICES and KOMMIT-EXTERNAL-SERVICES in filter).
+/// Its digest can be computed without building it, so a partial sync only builds the
+/// ones that changed.
+pub struct SharedChain {
+    pub table: Table,
+    pub name: &'static str,
+    select: fn(&PortRules) -> &Vec<String>,
+    tail: Option<String>,
+}
+
+impl SharedChain {
+    fn lines<'a>(&'a self, ports: &'a [Arc<PortRules>]) -> impl Iterator<Item = &'a str> + 'a {
+        ports
+            .iter()
+            .flat_map(|p| (self.select)(p).iter().map(String::as_str))
+            .chain(self.tail.as_deref())
+    }
+
+    pub fn digest(&self, ports: &[Arc<PortRules>]) -> u64 {
+        digest(self.lines(ports))
+    }
+
+    pub fn build(&self, ports: &[Arc<PortRules>]) -> Chain {
+        Chain::new(
+            self.table,
+            self.name.to_owned(),
+            self.lines(ports).map(str::to_owned).collect(),
+        )
+    }
+}
+
+/// The four shared chains, in the order they are written.
+pub fn shared_chains(config: &IptablesConfig) -> [SharedChain; 4] {
     let local = if config.localhost_node_ports() || config.family == IpFamily::V6 {
         ""
     } else {
         " ! -d 127.0.0.0/8"
     };
-    nat_services.push(format!(
-        "-A {SERVICES_CHAIN} -m comment --comment \"kommit service nodeports; NOTE: this must be the last rule in this chain\"{local} -m addrtype --dst-type LOCAL -j {NODEPORTS_CHAIN}"
-    ));
-    vec![
-        Chain::new(Table::Nat, SERVICES_CHAIN.into(), nat_services),
-        Chain::new(
-            Table::Nat,
-            NODEPORTS_CHAIN.into(),
-            collect(|p| &p.nat_nodeports),
-        ),
-        Chain::new(
-            Table::Filter,
-            SERVICES_CHAIN.into(),
-            collect(|p| &p.filter_services),
-        ),
-        Chain::new(
-            Table::Filter,
-            EXTERNAL_SERVICES_CHAIN.into(),
-            collect(|p| &p.filter_external),
-        ),
+    [
+        SharedChain {
+            table: Table::Nat,
+            name: SERVICES_CHAIN,
+            select: |p| &p.nat_services,
+            tail: Some(format!(
+                "-A {SERVICES_CHAIN} -m comment --comment \"kommit service nodeports; NOTE: this must be the last rule in this chain\"{local} -m addrtype --dst-type LOCAL -j {NODEPORTS_CHAIN}"
+            )),
+        },
+        SharedChain {
+            table: Table::Nat,
+            name: NODEPORTS_CHAIN,
+            select: |p| &p.nat_nodeports,
+            tail: None,
+        },
+        SharedChain {
+            table: Table::Filter,
+            name: SERVICES_CHAIN,
+            select: |p| &p.filter_services,
+            tail: None,
+        },
+        SharedChain {
+            table: Table::Filter,
+            name: EXTERNAL_SERVICES_CHAIN,
+            select: |p| &p.filter_external,
+            tail: None,
+        },
     ]
 }
