@@ -27,6 +27,7 @@
 //! on another one. It needs no privileges.
 
 pub mod convert;
+pub mod driver;
 pub mod iptables;
 pub mod model;
 pub mod userspace;

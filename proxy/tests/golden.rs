@@ -164,7 +164,6 @@ fn partial_sync_writes_only_changed_chains() {
     written.sort();
     let web2 = ServicePortName::new("default", "web2", "");
     let mut want = vec![
-        "nat/KOMMIT-SERVICES".to_owned(),
         format!("nat/{}", service_chain(&web2, Protocol::Tcp)),
         format!(
             "nat/{}",
@@ -177,20 +176,40 @@ fn partial_sync_writes_only_changed_chains() {
     ];
     want.sort();
     assert_eq!(written, want);
+    // KOMMIT-SERVICES gets one rule inserted (before its last, nodeports rule), not rewritten.
+    assert_eq!(report.chains_edited, ["nat/KOMMIT-SERVICES"]);
+    assert_eq!(report.rules_edited, 1);
+    let input = runner.last_input().unwrap();
+    golden("partial-sync-new-service.txt", &input);
+    assert_eq!(check(&input, &[("nat", &first)]), Vec::<String>::new());
 
-    // Its endpoints go: its chains are deleted and the filter table gets a REJECT.
+    // Its endpoints go: its chains are deleted, its KOMMIT-SERVICES rule deleted and the
+    // filter table gets a REJECT.
     state.remove_endpoints(&ServiceName::new("default", "web2"));
     let report = proxier.sync(&state).unwrap();
     assert_eq!(report.chains_deleted.len(), 2, "{report:?}");
-    let mut written = report.chains_written.clone();
-    written.sort();
-    assert_eq!(written, ["filter/KOMMIT-SERVICES", "nat/KOMMIT-SERVICES"]);
-    assert!(
-        runner
-            .last_input()
-            .unwrap()
-            .contains("\"default/web2 has no endpoints\"")
+    assert!(report.chains_written.is_empty(), "{report:?}");
+    assert_eq!(
+        report.chains_edited,
+        ["filter/KOMMIT-SERVICES", "nat/KOMMIT-SERVICES"]
     );
+    let input = runner.last_input().unwrap();
+    golden("partial-sync-no-endpoints.txt", &input);
+    assert!(input.contains("-D KOMMIT-SERVICES -m comment --comment \"default/web2 cluster IP\""));
+    assert!(
+        input.contains("-A KOMMIT-SERVICES -m comment --comment \"default/web2 has no endpoints\"")
+    );
+
+    // A full sync afterwards writes the same shared chains as one from scratch would.
+    proxier.force_full_sync();
+    proxier.sync(&state).unwrap();
+    let again = runner.last_input().unwrap();
+    let runner2 = FakeRunner::default();
+    IptablesProxier::new(&runner2, config())
+        .unwrap()
+        .sync(&state)
+        .unwrap();
+    assert_eq!(again, runner2.last_input().unwrap());
 }
 
 #[test]
@@ -340,4 +359,57 @@ fn large_clusters_drop_per_endpoint_comments() {
     assert!(input.contains("-A KOMMIT-SVC-LL7ZVDYRLBRX244O -m statistic --mode random --probability 0.3333333333 -j KOMMIT-SEP-"));
     assert_eq!(check(&input, &[]), Vec::<String>::new());
     check_probabilities(&input);
+}
+
+#[tokio::test]
+async fn the_driver_brings_changes_to_the_rules_within_a_second() {
+    use kommit_proxy::driver::{DriverTiming, run_iptables};
+    use std::sync::Arc;
+    let runner = Arc::new(FakeRunner::default());
+    let proxier = IptablesProxier::new(runner.clone(), config()).unwrap();
+    let mut state = golden_state();
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(state.clone()));
+    let task = tokio::spawn(run_iptables(proxier, rx, DriverTiming::default()));
+    let wait_for = |n: usize| {
+        let runner = runner.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while runner.restores() < n {
+                assert!(
+                    start.elapsed() < Duration::from_secs(1),
+                    "no sync within a second"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(1).await;
+    // A burst of changes is coalesced and applied.
+    for ip in ["10.244.1.2", "10.244.1.7", "10.244.1.8"] {
+        set_endpoints(&mut state, "default", "web", "", &[(ip, 8080)]);
+        tx.send(Arc::new(state.clone())).unwrap();
+    }
+    wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = runner.last_input().unwrap();
+    assert!(
+        last.contains("10.244.1.8:8080") && !last.contains("10.244.1.7"),
+        "{last}"
+    );
+    // A failed sync is retried (fully) without a new change.
+    runner.fail_next_restore.store(true, Ordering::SeqCst);
+    let before = runner.restores();
+    set_endpoints(&mut state, "default", "web", "", &[("10.244.1.9", 8080)]);
+    tx.send(Arc::new(state.clone())).unwrap();
+    let start = std::time::Instant::now();
+    while runner.restores() == before {
+        assert!(start.elapsed() < Duration::from_secs(3), "no retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        runner.last_input().unwrap().contains("-I PREROUTING"),
+        "the retry is a full sync"
+    );
+    drop(tx);
+    task.await.unwrap();
 }

@@ -287,6 +287,49 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
             && counts.get("backend-2").is_some_and(|n| *n >= 20)
     );
 
+    // A Service added among the others: its rule is inserted into KOMMIT-SERVICES (not a
+    // rewrite of the chain), before the nodeports rule, and it answers at once.
+    st.upsert_service(Service {
+        name: ServiceName::new("default", "api"),
+        cluster_ip: "10.96.0.20".parse().unwrap(),
+        service_type: ServiceType::ClusterIp,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        }],
+    });
+    set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
+    let report = proxier.sync(&st).unwrap();
+    assert_eq!(report.chains_edited, ["nat/KOMMIT-SERVICES"], "{report:?}");
+    let counts = tally(&requests(&c.node, "10.96.0.20:80".parse().unwrap(), 20));
+    assert_eq!(counts.get("backend-1"), Some(&20), "{counts:?}");
+    let saved = c.node.iptables_save();
+    let nat_services: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.starts_with("-A KOMMIT-SERVICES ") && l.contains("KOMMIT-"))
+        .collect();
+    assert!(
+        nat_services
+            .last()
+            .unwrap()
+            .ends_with("-j KOMMIT-NODEPORTS"),
+        "{nat_services:?}"
+    );
+    // ... and removed again: its rule is deleted (-D) and its chains are gone.
+    st.remove_service(&ServiceName::new("default", "api"));
+    let report = proxier.sync(&st).unwrap();
+    assert_eq!(report.chains_deleted.len(), 2, "{report:?}");
+    let saved = c.node.iptables_save();
+    assert!(!saved.contains("default/api"), "{saved}");
+    assert_eq!(
+        tally(&requests(&c.node, cluster_ip, 10))
+            .values()
+            .sum::<usize>(),
+        10
+    );
+
     // Cleanup: no kommit chain or jump left, and the cluster IP no longer answers.
     let report = cleanup(
         &SystemRunner::in_netns(&c.node.name),

@@ -164,6 +164,10 @@ pub struct SyncReport {
     /// Service ports whose rules were generated anew (the others came from the cache).
     pub ports_regenerated: usize,
     pub rules_written: usize,
+    /// `table/chain` of every shared chain edited rule by rule (partial syncs).
+    pub chains_edited: Vec<String>,
+    /// Rules deleted (`-D`) or inserted into shared chains.
+    pub rules_edited: usize,
     pub input_bytes: usize,
     /// Reading the tables (full syncs only).
     pub save: Duration,
@@ -200,7 +204,7 @@ pub struct IptablesProxier<R: Runner> {
     /// wrote them).
     cache: HashMap<ServiceName, CachedService>,
     syncs: u64,
-    /// Digests of the static and shared chains the last successful sync wrote, or `None`
+    /// Digests of the static chains the last successful sync wrote, or `None`
     /// when the tables' content is unknown (start, after an error): the next sync is
     /// then full.
     written: Option<HashMap<(Table, String), u64>>,
@@ -268,64 +272,60 @@ impl<R: Runner> IptablesProxier<R> {
         let (ports, changes) = self.update_cache(state, &mut report);
         let statics = static_chains(&self.config);
         let shared = shared_chains(&self.config);
-        // The shared chains change only when some Service's lines in them change; in a
-        // partial sync where none did, their digests are the ones written last time.
-        fn contributions(v: &[Arc<PortRules>]) -> Vec<&String> {
-            v.iter()
-                .flat_map(|p| {
-                    p.nat_services
-                        .iter()
-                        .chain(&p.nat_nodeports)
-                        .chain(&p.filter_services)
-                        .chain(&p.filter_external)
-                })
-                .collect()
-        }
-        let contributions_changed = changes
-            .iter()
-            .any(|c| contributions(&c.old) != contributions(&c.new));
-        let shared_digests: Vec<u64> = match (&saved, &self.written) {
-            (None, Some(written)) if !contributions_changed => shared
-                .iter()
-                .map(|c| {
-                    written
-                        .get(&(c.table, c.name.to_owned()))
-                        .copied()
-                        .unwrap_or_default()
-                })
-                .collect(),
-            _ => shared.iter().map(|c| c.digest(&ports)).collect(),
-        };
-        let common_digests: HashMap<(Table, String), u64> = statics
+        let static_digests: HashMap<(Table, String), u64> = statics
             .iter()
             .map(|c| ((c.table, c.name.clone()), c.digest))
-            .chain(
-                shared
-                    .iter()
-                    .zip(&shared_digests)
-                    .map(|(c, d)| ((c.table, c.name.to_owned()), *d)),
-            )
             .collect();
         let partial_base = match (&saved, &self.written) {
             (None, Some(written)) => Some(written),
             _ => None,
         };
-        let unchanged = |table: Table, name: &str, digest: u64| {
-            partial_base.is_some_and(|w| w.get(&(table, name.to_owned())) == Some(&digest))
+        let unchanged = |c: &Chain| {
+            partial_base.is_some_and(|w| w.get(&(c.table, c.name.clone())) == Some(&c.digest))
         };
-        let shared_built: Vec<Chain> = shared
-            .iter()
-            .zip(&shared_digests)
-            .filter(|(c, d)| !unchanged(c.table, c.name, **d))
-            .map(|(c, _)| c.build(&ports))
-            .collect();
+
+        // The shared chains: built whole in a full sync; in a partial sync edited rule by
+        // rule (-D the lines of changed Services that went, insert the ones that came),
+        // so adding one Service among thousands does not rewrite a chain of thousands.
+        let mut shared_built = Vec::new();
+        let mut deletes: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let mut inserts: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        if partial_base.is_some() {
+            for change in &changes {
+                for sc in &shared {
+                    let old: Vec<&String> =
+                        change.old.iter().flat_map(|p| sc.lines_of(p)).collect();
+                    let new: Vec<&String> =
+                        change.new.iter().flat_map(|p| sc.lines_of(p)).collect();
+                    if old == new {
+                        continue;
+                    }
+                    let (old_set, new_set): (HashSet<&String>, HashSet<&String>) =
+                        (old.iter().copied().collect(), new.iter().copied().collect());
+                    let t = sc.table as usize;
+                    for line in old.iter().filter(|l| !new_set.contains(*l)) {
+                        deletes[t].push(format!("-D {}", line.strip_prefix("-A ").unwrap_or(line)));
+                    }
+                    for line in new.iter().filter(|l| !old_set.contains(*l)) {
+                        inserts[t].push(sc.insert_line(line));
+                    }
+                    let edited = format!("{}/{}", sc.table.name(), sc.name);
+                    if !report.chains_edited.contains(&edited) {
+                        report.chains_edited.push(edited);
+                    }
+                }
+            }
+            report.chains_edited.sort();
+        } else {
+            shared_built = shared.iter().map(|c| c.build(&ports)).collect();
+        }
 
         // What to write and what to delete, per table.
         let mut to_write: [Vec<&Chain>; 2] = [Vec::new(), Vec::new()];
         let mut stale: [Vec<String>; 2] = [Vec::new(), Vec::new()];
         for c in statics
             .iter()
-            .filter(|c| !unchanged(c.table, &c.name, c.digest))
+            .filter(|c| !unchanged(c))
             .chain(&shared_built)
         {
             to_write[c.table as usize].push(c);
@@ -382,7 +382,13 @@ impl<R: Runner> IptablesProxier<R> {
                 Some(saved) => self.jump_fixes(table, &saved[table as usize]),
                 None => Vec::new(),
             };
-            if to_write.is_empty() && stale.is_empty() && jump_lines.is_empty() {
+            let (deletes, inserts) = (&deletes[table as usize], &inserts[table as usize]);
+            if to_write.is_empty()
+                && stale.is_empty()
+                && jump_lines.is_empty()
+                && deletes.is_empty()
+                && inserts.is_empty()
+            {
                 continue;
             }
             let _ = writeln!(input, "*{}", table.name());
@@ -392,10 +398,11 @@ impl<R: Runner> IptablesProxier<R> {
             for c in stale.iter() {
                 let _ = writeln!(input, ":{c} - [0:0]");
             }
-            for line in &jump_lines {
+            for line in jump_lines.iter().chain(deletes).chain(inserts) {
                 input.push_str(line);
                 input.push('\n');
             }
+            report.rules_edited += deletes.len() + inserts.len();
             for c in to_write {
                 for r in &c.rules {
                     input.push_str(r);
@@ -424,7 +431,7 @@ impl<R: Runner> IptablesProxier<R> {
                 return Err(SyncError::Restore(e));
             }
         }
-        self.written = Some(common_digests);
+        self.written = Some(static_digests);
         if full {
             self.last_full = Some(Instant::now());
         }

@@ -430,6 +430,25 @@ impl SharedChain {
         digest(self.lines(ports))
     }
 
+    /// The lines one Service port adds to this chain.
+    pub fn lines_of<'a>(&self, port: &'a PortRules) -> &'a [String] {
+        (self.select)(port)
+    }
+
+    /// `line` (an `-A` line of this chain) as a rule added to the chain in place: before
+    /// the chain's last rule if it has a fixed one, else at the end.
+    pub fn insert_line(&self, line: &str) -> String {
+        match &self.tail {
+            Some(_) => {
+                let spec = line
+                    .strip_prefix(&format!("-A {} ", self.name))
+                    .unwrap_or(line);
+                format!("-I {} 1 {spec}", self.name)
+            }
+            None => line.to_owned(),
+        }
+    }
+
     pub fn build(&self, ports: &[Arc<PortRules>]) -> Chain {
         Chain::new(
             self.table,
