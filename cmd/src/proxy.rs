@@ -46,7 +46,8 @@ pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
                 families.push(IpFamily::V6);
             }
             for family in families {
-                let report = cleanup(&runner, family).with_context(|| format!("cleaning up {family:?} rules"))?;
+                let report = cleanup(&runner, family)
+                    .with_context(|| format!("cleaning up {family:?} rules"))?;
                 for jump in &report.jumps_deleted {
                     println!("deleted rule {jump}");
                 }

@@ -75,7 +75,9 @@ pub struct IptablesConfig {
     /// `net.ipv4.conf.all.route_localnet=1`, which a full sync sets, and adds
     /// kube-proxy's rule that drops martian traffic to 127/8 from elsewhere.
     pub localhost_node_ports: bool,
-    /// A full sync at least this often, to repair rules changed behind kommit's back.
+    /// A full sync at least this often, to repair rules changed behind kommit's back
+    /// (default one hour, as kube-proxy: a full sync of 10,000 Services is seconds of
+    /// CPU with iptables-legacy and minutes with iptables-nft 1.8.9).
     pub full_sync_period: Duration,
     /// Above this many endpoints in all, per-endpoint rules are written without
     /// comments (kube-proxy's large-cluster mode, same threshold).
@@ -89,7 +91,7 @@ impl Default for IptablesConfig {
             cluster_cidr: None,
             masquerade_bit: 13,
             localhost_node_ports: true,
-            full_sync_period: Duration::from_secs(300),
+            full_sync_period: Duration::from_secs(3600),
             large_cluster_endpoints: 1000,
         }
     }
