@@ -1,6 +1,7 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
 mod cache;
+mod proxy;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +22,11 @@ enum Command {
     /// The etcd-compatible cache on its own.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Service proxy maintenance.
+    Proxy {
+        #[command(subcommand)]
+        command: proxy::ProxyCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +39,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Cache(c) => cache::run(c),
+        Command::Proxy { command } => proxy::run(command),
     }
 }

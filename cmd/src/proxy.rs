@@ -1,0 +1,64 @@
+//! `kommit proxy ...`: maintenance of the service proxy's host state.
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use kommit_proxy::iptables::{Backend, IpFamily, SystemRunner, cleanup};
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Remove every kommit chain (KOMMIT-*) and every rule that jumps into one, from the
+    /// nat and filter tables, in one atomic iptables-restore per family. Other rules
+    /// (Docker's, a real kube-proxy's KUBE-*) are left alone.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Clean ip6tables as well as iptables.
+    #[arg(long)]
+    ipv6: bool,
+    /// Which iptables binaries to use.
+    #[arg(long, value_enum, default_value_t = BackendArg::Installed)]
+    backend: BackendArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// iptables-restore as installed
+    Installed,
+    /// iptables-legacy-restore
+    Legacy,
+    /// iptables-nft-restore
+    Nft,
+}
+
+pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
+    match command {
+        ProxyCommand::Cleanup(args) => {
+            let backend = match args.backend {
+                BackendArg::Installed => Backend::Installed,
+                BackendArg::Legacy => Backend::Legacy,
+                BackendArg::Nft => Backend::Nft,
+            };
+            let runner = SystemRunner::new().with_backend(backend);
+            let mut families = vec![IpFamily::V4];
+            if args.ipv6 {
+                families.push(IpFamily::V6);
+            }
+            for family in families {
+                let report = cleanup(&runner, family)
+                    .with_context(|| format!("cleaning up {family:?} rules"))?;
+                for jump in &report.jumps_deleted {
+                    println!("deleted rule {jump}");
+                }
+                for chain in &report.chains_deleted {
+                    println!("deleted chain {chain}");
+                }
+                if report.chains_deleted.is_empty() && report.jumps_deleted.is_empty() {
+                    println!("no kommit rules ({family:?})");
+                }
+            }
+            Ok(())
+        }
+    }
+}
