@@ -1,5 +1,7 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -15,13 +17,20 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a built-in demo workload (what the kommit.dev/demo image runs).
+    Demo(demo::DemoCmd),
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("KOMMIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("KOMMIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Demo(cmd) => std::process::exit(demo::run(cmd)),
+    }
 }

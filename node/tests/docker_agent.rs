@@ -60,6 +60,9 @@ impl Harness for Docker {
     fn workdir(&self) -> String {
         "/tmp".into()
     }
+    fn wget(&self) -> &str {
+        "wget"
+    }
 }
 
 #[tokio::test]

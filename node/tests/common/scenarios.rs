@@ -22,6 +22,8 @@ pub trait Harness {
     fn free_port(&self) -> u16;
     /// A working directory that exists where containers run.
     fn workdir(&self) -> String;
+    /// How containers run wget.
+    fn wget(&self) -> &str;
 }
 
 pub const IMAGE: &str = "kommit.dev/demo:test";
@@ -53,7 +55,7 @@ pub async fn two_containers_share_network_and_get_env_args_workdir(h: &impl Harn
                  "env": [{"name": "PAYLOAD", "value": "from-env"}],
                  "ports": [{"containerPort": port}]},
                 {"name": "client", "image": IMAGE, "command": ["sh", "-c"],
-                 "args": [format!("until wget -qO- http://localhost:{port}/; do sleep 0.2; done; exec sleep 3600")]},
+                 "args": [format!("until {} -qO- http://localhost:{port}/; do sleep 0.2; done; exec sleep 3600", h.wget())]},
                 {"name": "envy", "image": IMAGE, "workingDir": wd,
                  "env": [{"name": "GREETING", "value": "hello"},
                          {"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
