@@ -209,3 +209,8 @@ async fn node_registers_and_renews_its_lease() {
     .await;
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn spec_change_and_graceful_deletion() {
+    scenarios::spec_change_and_graceful_deletion(&Docker::new("da-change").await).await;
+}

@@ -137,3 +137,8 @@ async fn restart_policies_and_exit_codes() {
 async fn adoption_after_agent_restart() {
     scenarios::adoption_after_agent_restart(&Processes::new("pa-adopt")).await;
 }
+
+#[tokio::test]
+async fn spec_change_and_graceful_deletion() {
+    scenarios::spec_change_and_graceful_deletion(&Processes::new("pa-change")).await;
+}

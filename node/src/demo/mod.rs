@@ -43,7 +43,7 @@ pub enum DemoError {
 /// `kommit demo <workload> [args]`.
 #[derive(Debug, Parser)]
 #[command(
-    name = "demo",
+    name = "kommit demo",
     about = "Built-in demo workloads (what the kommit.dev/demo image runs)"
 )]
 pub struct DemoArgs {

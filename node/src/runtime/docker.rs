@@ -68,6 +68,8 @@ pub struct DockerRuntime {
     config: DockerConfig,
     version: String,
     rootfs: OnceCell<Arc<DemoRootfs>>,
+    /// Demo image tags already checked to hold the current image (saves a call per start).
+    verified: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// One import of the demo image at a time in this process.
@@ -96,6 +98,7 @@ impl DockerRuntime {
             config,
             version,
             rootfs: OnceCell::new(),
+            verified: Default::default(),
         })
     }
 
@@ -131,6 +134,23 @@ impl DockerRuntime {
     /// Makes sure `kommit.dev/demo:<tag>` holds the current demo image; returns its id.
     /// Imports the root filesystem only when no image with the same content hash exists.
     pub async fn ensure_demo_image(&self, tag: &str) -> Result<String, ImageError> {
+        if let Some(id) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tag)
+        {
+            return Ok(id.clone());
+        }
+        let id = self.ensure_demo_image_uncached(tag).await?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tag.to_string(), id.clone());
+        Ok(id)
+    }
+
+    async fn ensure_demo_image_uncached(&self, tag: &str) -> Result<String, ImageError> {
         let image = format!("{DEMO_REPOSITORY}:{tag}");
         let rootfs = self.rootfs().await?;
         if let Some(id) = self
@@ -407,8 +427,14 @@ impl DockerRuntime {
             }
             other => other,
         };
-        res.map(|r| r.id)
-            .map_err(|e| RuntimeError::Create(docker_message(&e)))
+        res.map(|r| r.id).map_err(|e| {
+            // The image may have been removed behind our back: check again next time.
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            RuntimeError::Create(docker_message(&e))
+        })
     }
 }
 

@@ -338,3 +338,52 @@ pub async fn adoption_after_agent_restart(h: &impl Harness) {
     .await;
     agent.stop().await;
 }
+
+/// A changed container spec replaces the running container; a pod marked for deletion is
+/// stopped with its grace period and reported finished before it goes away.
+pub async fn spec_change_and_graceful_deletion(h: &impl Harness) {
+    let control = MemoryControlPlane::new();
+    let agent = start_agent(h.node(), h.runtime(), &control);
+    let mut p = pod(
+        h.node(),
+        "changing",
+        json!({"containers": [{"name": "main", "image": IMAGE, "args": ["sleep"],
+                               "env": [{"name": "VERSION", "value": "1"}]}]}),
+    );
+    let id = uid(&p);
+    control.put_pod(p.clone());
+    let st = wait_status(&control, &id, LIMIT, "running", |s| running(s, "main")).await;
+    let first = container_id(&st, "main");
+
+    p.spec.as_mut().unwrap().containers[0].env.as_mut().unwrap()[0].value = Some("2".into());
+    control.put_pod(p.clone());
+    let st = wait_status(&control, &id, LIMIT, "the replacement running", |s| {
+        running(s, "main") && container_id(s, "main") != first
+    })
+    .await;
+    assert_eq!(restarts(&st, "main"), 1);
+
+    // Deletion: the demo workload exits 0 on SIGTERM, well before the 30 s grace ends.
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    p.metadata.deletion_grace_period_seconds = Some(30);
+    let t = std::time::Instant::now();
+    control.put_pod(p);
+    let st = wait_status(&control, &id, LIMIT, "a finished phase", |s| {
+        matches!(phase(s), "Succeeded" | "Failed")
+    })
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stopped by SIGTERM, not after the grace period"
+    );
+    let term = terminated(&st, "main").expect("terminated");
+    assert!(matches!(term.exit_code, 0 | 143), "{term:?}");
+    control.delete_pod(&id);
+    wait_for(LIMIT, "removal", || async {
+        h.objects_of(&id).is_empty().then_some(())
+    })
+    .await;
+    agent.stop().await;
+}
