@@ -2,6 +2,7 @@
 
 mod cache;
 mod proxy;
+mod demo;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -27,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: proxy::ProxyCommand,
     },
+    /// Run a built-in demo workload (what the kommit.dev/demo image runs).
+    Demo(demo::DemoCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Cache(c) => cache::run(c),
         Command::Proxy { command } => proxy::run(command),
+        Command::Demo(cmd) => std::process::exit(demo::run(cmd)),
     }
 }

@@ -1,0 +1,145 @@
+//! The demo workloads as a user runs them (`kommit demo ...`), on the host.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kommit-node-demo");
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path`, retrying while the server starts; returns (status code, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.unwrap();
+            let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let body = buf
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            return (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on {port} never answered");
+}
+
+#[tokio::test]
+async fn http_answers_pod_name_payload_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    std::fs::write(&file, "from a file\n").unwrap();
+    let p = port();
+    let _s = Kill(
+        Command::new(BIN)
+            .args([
+                "http",
+                "--port",
+                &p.to_string(),
+                "--payload-file",
+                file.to_str().unwrap(),
+            ])
+            .env("POD_NAME", "web-7")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        get(p, "/").await,
+        (200, "pod: web-7\npayload: from a file\n".into())
+    );
+    assert_eq!(get(p, "/healthz").await, (200, "ok".into()));
+    assert_eq!(get(p, "/hostname").await, (200, "web-7".into()));
+    // The file is read on every request (a ConfigMap volume update shows).
+    std::fs::write(&file, "changed").unwrap();
+    assert_eq!(get(p, "/payload").await, (200, "changed".into()));
+
+    let p2 = port();
+    let _s2 = Kill(
+        Command::new(BIN)
+            .args(["http"])
+            .env("PORT", p2.to_string())
+            .env("PAYLOAD", "from env")
+            .env("HOSTNAME", "host-name")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        get(p2, "/").await,
+        (200, "pod: host-name\npayload: from env\n".into())
+    );
+}
+
+#[tokio::test]
+async fn flip_health_turns_unhealthy_on_request_and_after_a_delay() {
+    let p = port();
+    let _s = Kill(
+        Command::new(BIN)
+            .args(["flip-health", "--port", &p.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(get(p, "/healthz").await.0, 200);
+    get(p, "/flip").await;
+    assert_eq!(get(p, "/healthz").await, (500, "unhealthy".into()));
+    get(p, "/flip").await;
+    assert_eq!(get(p, "/healthz").await.0, 200);
+
+    let p = port();
+    let _s = Kill(
+        Command::new(BIN)
+            .args(["flip-health", "--port", &p.to_string(), "--after", "0.5"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(get(p, "/healthz").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get(p, "/healthz").await.0, 500);
+}
+
+#[test]
+fn exit_and_sleep_and_bad_usage() {
+    let s = Command::new(BIN)
+        .args(["exit", "--code", "7", "--after", "0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(s.status.code(), Some(7));
+    let s = Command::new(BIN).args(["sleep", "0.1"]).output().unwrap();
+    assert_eq!(s.status.code(), Some(0));
+    let s = Command::new(BIN)
+        .args(["no-such-workload"])
+        .output()
+        .unwrap();
+    assert_eq!(s.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&s.stderr).contains("no-such-workload"));
+    let s = Command::new(BIN)
+        .args(["exit", "--after", "-1"])
+        .output()
+        .unwrap();
+    assert_ne!(s.status.code(), Some(0));
+}
