@@ -1,8 +1,8 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
 mod cache;
-mod proxy;
 mod demo;
+mod proxy;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
