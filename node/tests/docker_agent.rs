@@ -101,7 +101,7 @@ async fn missing_image_with_pull_policy_never_is_err_image_never_pull() {
     let st = wait_status(
         &control,
         &id,
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         "ErrImageNeverPull",
         |s| waiting_reason(s, "main").as_deref() == Some("ErrImageNeverPull"),
     )
@@ -179,7 +179,7 @@ async fn node_registers_and_renews_its_lease() {
     let h = Docker::new("da-node").await;
     let control = MemoryControlPlane::new();
     let agent = start_agent(&h.node, h.runtime(), &control);
-    let node = wait_for(Duration::from_secs(10), "node registration", || async {
+    let node = wait_for(Duration::from_secs(30), "node registration", || async {
         control.node(&h.node)
     })
     .await;
@@ -195,12 +195,12 @@ async fn node_registers_and_renews_its_lease() {
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.status, "True");
-    let first = wait_for(Duration::from_secs(10), "a lease", || async {
+    let first = wait_for(Duration::from_secs(30), "a lease", || async {
         control.lease(&h.node)
     })
     .await;
     let t1 = first.spec.unwrap().renew_time.unwrap();
-    wait_for(Duration::from_secs(10), "a renewed lease", || async {
+    wait_for(Duration::from_secs(30), "a renewed lease", || async {
         control
             .lease(&h.node)
             .and_then(|l| l.spec?.renew_time)
