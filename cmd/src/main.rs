@@ -1,5 +1,13 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
+mod desired_args;
+mod hook;
+mod init;
+mod plan;
+mod validate;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -15,9 +23,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Validate the manifests of a commit (exit 0 valid, 1 invalid, 2 usage or repository error).
+    Validate(validate::Args),
+    /// Show what a commit changes: validation, object diffs, rollout (exit codes as validate).
+    Plan(plan::Args),
+    /// Git hooks (install with `kommit init --bare`).
+    #[command(subcommand)]
+    Hook(hook::Hook),
+    /// Create a cluster repository with a starter manifest (with --bare: push-to-deploy).
+    Init(init::Args),
+}
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("KOMMIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -25,5 +43,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Hook(hook) => hook::run(&hook),
+        Command::Init(args) => init::run(&args),
+    }
 }

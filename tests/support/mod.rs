@@ -14,8 +14,8 @@ pub struct GitRepo {
     bare: bool,
 }
 
-/// A `git` command with a fixed identity and no user or system configuration, so tests
-/// behave the same on every machine.
+/// A `git` command with a fixed identity and date and no user or system configuration,
+/// so tests behave the same on every machine and commit ids are reproducible.
 pub fn git_command(cwd: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(cwd)
@@ -25,6 +25,8 @@ pub fn git_command(cwd: &Path) -> Command {
         .env("GIT_AUTHOR_EMAIL", "author@example.invalid")
         .env("GIT_COMMITTER_NAME", "Test Committer")
         .env("GIT_COMMITTER_EMAIL", "committer@example.invalid")
+        .env("GIT_AUTHOR_DATE", "2025-01-01T12:00:00+00:00")
+        .env("GIT_COMMITTER_DATE", "2025-01-01T12:00:00+00:00")
         .env("GIT_TERMINAL_PROMPT", "0")
         .args([
             "-c",

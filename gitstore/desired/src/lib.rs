@@ -65,13 +65,19 @@ mod error;
 pub mod format;
 mod object;
 mod parse;
+pub mod plan;
+mod repo;
 mod snapshot;
 pub mod yaml;
 
 pub use cross::{BUILTIN_NAMESPACES, map_selector_matches, selector_matches};
 pub use error::{LoadError, Rejection, ValidationError};
+/// The gix this crate uses, so callers name the same `gix::Repository`.
+pub use gix;
 pub use gix::ObjectId;
 pub use object::{DesiredObject, KINDS, Object, ObjectKey, PodSpecRef, Provenance, TemplateRef};
+pub use plan::{Action, Change, Plan, RolloutStep, normalized_yaml, plan};
+pub use repo::{HookRepository, create_repository, first_parent, is_ancestor};
 pub use snapshot::{
     DEFAULT_MAX_FILE_BYTES, LoadOptions, Snapshot, is_manifest_name, open_repository,
     resolve_commit,

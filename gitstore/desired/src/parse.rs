@@ -264,11 +264,11 @@ impl DocCx<'_> {
             }
         }
         let key = self.key_of(&node, &prefix, &mut object);
-        // The object did not type as written: its other fields are still checked, but it
-        // is not part of the snapshot. With required fields missing, the defaults that
-        // stand in for them would only give confusing follow-up errors.
-        let typed = removed.is_empty();
-        self.finish(node, prefix, key, object, !missing, typed);
+        // An object that did not type as written (fields removed above) stays, so that
+        // other objects referring to it give no follow-up errors; its commit is rejected
+        // anyway. With required fields missing, the defaults that stand in for them
+        // would only give confusing follow-up errors: no further checks then.
+        self.finish(node, prefix, key, object, !missing);
     }
 
     /// Checks name and namespace presence, fills in the default namespace, returns the key.
@@ -312,13 +312,16 @@ impl DocCx<'_> {
         let name = match meta.name.clone() {
             Some(n) if !n.is_empty() => n,
             _ => {
-                self.error(
-                    node,
-                    prefix,
-                    &crate::path!["metadata"],
-                    false,
-                    "missing required field `name`".to_owned(),
-                );
+                // Without metadata at all, the missing `metadata` is already reported.
+                if node.get("metadata").is_some() {
+                    self.error(
+                        node,
+                        prefix,
+                        &crate::path!["metadata"],
+                        false,
+                        "missing required field `name`".to_owned(),
+                    );
+                }
                 return None;
             }
         };
@@ -385,7 +388,6 @@ impl DocCx<'_> {
         key: Option<ObjectKey>,
         object: Object,
         check: bool,
-        keep: bool,
     ) {
         let Some(key) = key else { return };
         let obj = DesiredObject {
@@ -404,9 +406,7 @@ impl DocCx<'_> {
             let errors = crate::checks::check_object(&obj);
             self.out.errors.extend(errors);
         }
-        if keep {
-            self.out.objects.push(obj);
-        }
+        self.out.objects.push(obj);
     }
 }
 
