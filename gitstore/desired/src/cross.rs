@@ -57,23 +57,19 @@ pub(crate) fn check_all(objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>) -> Ve
             _ => None,
         })
         .collect();
-    // ConfigMaps and Secrets by (namespace, name): their keys.
-    let mut config_maps: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
-    let mut secrets: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
+    // ConfigMaps and Secrets by (namespace, name).
+    let mut config_maps: HashMap<(&str, &str), &Object> = HashMap::new();
+    let mut secrets: HashMap<(&str, &str), &Object> = HashMap::new();
     // Pod-making objects per namespace.
     let mut pod_makers: HashMap<&str, Vec<&DesiredObject>> = HashMap::new();
     for o in objects.values() {
         let ns = o.key.namespace.as_deref().unwrap_or_default();
         match &o.object {
-            Object::ConfigMap(c) => {
-                let keys = c.data.iter().flatten().map(|(k, _)| k.as_str());
-                let bin = c.binary_data.iter().flatten().map(|(k, _)| k.as_str());
-                config_maps.insert((ns, &*o.key.name), keys.chain(bin).collect());
+            Object::ConfigMap(_) => {
+                config_maps.insert((ns, &*o.key.name), &o.object);
             }
-            Object::Secret(s) => {
-                let keys = s.data.iter().flatten().map(|(k, _)| k.as_str());
-                let string = s.string_data.iter().flatten().map(|(k, _)| k.as_str());
-                secrets.insert((ns, &*o.key.name), keys.chain(string).collect());
+            Object::Secret(_) => {
+                secrets.insert((ns, &*o.key.name), &o.object);
             }
             _ => {}
         }
@@ -82,9 +78,48 @@ pub(crate) fn check_all(objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>) -> Ve
         }
     }
 
-    for o in objects.values() {
+    let all: Vec<&DesiredObject> = objects.values().map(|o| o.as_ref()).collect();
+    let cx = Tables {
+        declared: &declared,
+        config_maps: &config_maps,
+        secrets: &secrets,
+        pod_makers: &pod_makers,
+    };
+    // The checks of each object are independent: split them across the cores.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads > 1 && all.len() >= 2000 {
+        let per = all.len().div_ceil(threads);
+        let parts: Vec<Vec<ValidationError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = all
+                .chunks(per)
+                .map(|chunk| s.spawn(|| chunk.iter().flat_map(|o| cx.check(o)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        errors.extend(parts.into_iter().flatten());
+    } else {
+        errors.extend(all.iter().flat_map(|o| cx.check(o)));
+    }
+    errors
+}
+
+struct Tables<'a> {
+    declared: &'a BTreeSet<&'a str>,
+    config_maps: &'a HashMap<(&'a str, &'a str), &'a Object>,
+    secrets: &'a HashMap<(&'a str, &'a str), &'a Object>,
+    pod_makers: &'a HashMap<&'a str, Vec<&'a DesiredObject>>,
+}
+
+impl Tables<'_> {
+    fn check(&self, o: &DesiredObject) -> Vec<ValidationError> {
+        let mut errors = Vec::new();
         if let Some(ns) = o.key.namespace.as_deref()
-            && !declared.contains(ns)
+            && !self.declared.contains(ns)
             && !BUILTIN_NAMESPACES.contains(&ns)
         {
             errors.push(o.error_at(
@@ -97,22 +132,37 @@ pub(crate) fn check_all(objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>) -> Ve
             let ns = o.key.namespace.as_deref().unwrap_or_default();
             let refs = Refs {
                 ns,
-                config_maps: &config_maps,
-                secrets: &secrets,
+                config_maps: self.config_maps,
+                secrets: self.secrets,
             };
             refs.check(o, ps.path, ps.spec, &mut errors);
         }
         if let Object::Service(s) = &o.object {
-            service_ports(o, s, &pod_makers, &mut errors);
+            service_ports(o, s, self.pod_makers, &mut errors);
         }
+        errors
     }
-    errors
 }
 
 struct Refs<'a> {
     ns: &'a str,
-    config_maps: &'a HashMap<(&'a str, &'a str), BTreeSet<&'a str>>,
-    secrets: &'a HashMap<(&'a str, &'a str), BTreeSet<&'a str>>,
+    config_maps: &'a HashMap<(&'a str, &'a str), &'a Object>,
+    secrets: &'a HashMap<(&'a str, &'a str), &'a Object>,
+}
+
+/// Whether a ConfigMap or Secret has a key.
+fn has_key(o: &Object, k: &str) -> bool {
+    match o {
+        Object::ConfigMap(c) => {
+            c.data.as_ref().is_some_and(|d| d.contains_key(k))
+                || c.binary_data.as_ref().is_some_and(|d| d.contains_key(k))
+        }
+        Object::Secret(s) => {
+            s.data.as_ref().is_some_and(|d| d.contains_key(k))
+                || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+        }
+        _ => false,
+    }
 }
 
 /// What a reference names and where, built only when it is reported.
@@ -163,9 +213,9 @@ impl Refs<'_> {
                     self.ns
                 ),
             )),
-            Some(keys) => {
+            Some(target) => {
                 if let Some(k) = r.key
-                    && !keys.contains(k)
+                    && !has_key(target, k)
                 {
                     errors.push(o.error_at(
                         &full(r.path),
@@ -335,6 +385,12 @@ fn service_ports(
     let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
         return;
     };
+    let named = |p: &k8s_openapi::api::core::v1::ServicePort| {
+        matches!(p.target_port, Some(IntOrString::String(_)))
+    };
+    if !spec.ports.iter().flatten().any(named) {
+        return;
+    }
     let ns = o.key.namespace.as_deref().unwrap_or_default();
     let mut selected = Vec::new();
     for m in pod_makers.get(ns).into_iter().flatten() {

@@ -83,6 +83,77 @@ pub struct Snapshot {
     pub(crate) dirs: BTreeMap<String, ObjectId>,
     pub(crate) options: LoadOptions,
     pub(crate) stats: LoadStats,
+    pub(crate) has_duplicates: bool,
+}
+
+type ObjectMap = BTreeMap<ObjectKey, Arc<DesiredObject>>;
+
+/// Builds the object map from every file; duplicates become errors (the first in path
+/// order stays). Returns the map and whether there were duplicates.
+fn assemble_full(
+    files: &BTreeMap<String, Arc<FileEntry>>,
+    errors: &mut Vec<ValidationError>,
+) -> (ObjectMap, bool) {
+    let mut objects = ObjectMap::new();
+    let mut duplicates = false;
+    for f in files.values() {
+        for o in &f.objects {
+            match objects.entry(o.key.clone()) {
+                std::collections::btree_map::Entry::Occupied(first) => {
+                    duplicates = true;
+                    let first = first.get();
+                    let at = first.position_of(&crate::path!["metadata", "name"]);
+                    errors.push(o.error_at(
+                        &crate::path!["metadata", "name"],
+                        false,
+                        format!(
+                            "{} is defined twice: here and at {}:{}:{}",
+                            o.key, first.provenance.path, at.line, at.column
+                        ),
+                    ));
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(o.clone());
+                }
+            }
+        }
+    }
+    (objects, duplicates)
+}
+
+/// The previous snapshot's map with the objects of changed and removed files taken out
+/// and those of changed and new files put in. None when that meets a duplicate (the full
+/// assembly then reports it in path order).
+fn assemble_delta(prev: &Snapshot, files: &BTreeMap<String, Arc<FileEntry>>) -> Option<ObjectMap> {
+    let mut objects = prev.objects.clone();
+    for (path, old) in &prev.files {
+        if files.get(path).is_some_and(|new| Arc::ptr_eq(new, old)) {
+            continue;
+        }
+        for o in &old.objects {
+            if objects.get(&o.key).is_some_and(|cur| Arc::ptr_eq(cur, o)) {
+                objects.remove(&o.key);
+            }
+        }
+    }
+    for (path, new) in files {
+        if prev
+            .files
+            .get(path)
+            .is_some_and(|old| Arc::ptr_eq(new, old))
+        {
+            continue;
+        }
+        for o in &new.objects {
+            match objects.entry(o.key.clone()) {
+                std::collections::btree_map::Entry::Occupied(_) => return None,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(o.clone());
+                }
+            }
+        }
+    }
+    Some(objects)
 }
 
 /// What a load did and how long each phase took (milliseconds).
@@ -248,34 +319,26 @@ impl Snapshot {
 
         stats.parse_ms = ms(t);
         let t = std::time::Instant::now();
-        // Assemble: duplicates, then the checks across objects.
-        let mut errors: Vec<ValidationError> = Vec::new();
-        let mut objects: BTreeMap<ObjectKey, Arc<DesiredObject>> = BTreeMap::new();
-        for f in files.values() {
-            errors.extend(f.errors.iter().cloned());
-            for o in &f.objects {
-                match objects.get(&o.key) {
-                    Some(first) => {
-                        let at = first.position_of(&crate::path!["metadata", "name"]);
-                        errors.push(o.error_at(
-                            &crate::path!["metadata", "name"],
-                            false,
-                            format!(
-                                "{} is defined twice: here and at {}:{}:{}",
-                                o.key, first.provenance.path, at.line, at.column
-                            ),
-                        ));
-                    }
-                    None => {
-                        objects.insert(o.key.clone(), o.clone());
-                    }
-                }
-            }
-        }
+        // Assemble: duplicates, then the checks across objects. With a previous snapshot
+        // free of duplicates, its map is reused and only the changed files' objects are
+        // taken out and put in.
+        let mut errors: Vec<ValidationError> = files
+            .values()
+            .flat_map(|f| f.errors.iter().cloned())
+            .collect();
+        let objects = match previous.filter(|p| !p.has_duplicates) {
+            Some(prev) => assemble_delta(prev, &files),
+            None => None,
+        };
+        let (objects, has_duplicates) = match objects {
+            Some(o) => (o, false),
+            None => assemble_full(&files, &mut errors),
+        };
         let assemble_ms = ms(t);
         let t_cross = std::time::Instant::now();
         errors.extend(crate::cross::check_all(&objects));
         debug!(assemble_ms, cross_ms = ms(t_cross), "checks across objects");
+
         errors.sort();
         crate::parse::dedup(&mut errors);
         stats.validate_ms = ms(t);
@@ -290,6 +353,7 @@ impl Snapshot {
             dirs,
             options: options.clone(),
             stats,
+            has_duplicates,
         };
         debug!(
             commit = %commit,

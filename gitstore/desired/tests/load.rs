@@ -543,3 +543,34 @@ spec:
     ];
     assert_eq!(errs, expected, "{errs:#?}");
 }
+
+#[test]
+fn incremental_load_reports_duplicates_like_a_full_load() {
+    let repo = valid_repo();
+    let r = open_repository(repo.path()).unwrap();
+    let first = Snapshot::load(&r, "HEAD", &LoadOptions::default()).unwrap();
+    repo.write(
+        "a-copy.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config, namespace: shop}\n",
+    );
+    repo.commit("duplicate");
+    let c = kommit_desired::resolve_commit(&r, "HEAD").unwrap();
+    let errors =
+        |prev: Option<&Snapshot>| match Snapshot::load_commit(&r, c, &LoadOptions::default(), prev)
+        {
+            Err(LoadError::Rejected(rej)) => rej
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+    let full = errors(None);
+    assert_eq!(
+        full,
+        [
+            "shop.yaml:9:9: metadata.name: ConfigMap shop/web-config is defined twice: here and at a-copy.yaml:3:18"
+        ]
+    );
+    assert_eq!(errors(Some(&first)), full);
+}
