@@ -3,6 +3,13 @@
 mod cache;
 mod proxy;
 mod demo;
+mod desired_args;
+mod hook;
+mod init;
+mod plan;
+mod validate;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -30,9 +37,18 @@ enum Command {
     },
     /// Run a built-in demo workload (what the kommit.dev/demo image runs).
     Demo(demo::DemoCmd),
+    /// Validate the manifests of a commit (exit 0 valid, 1 invalid, 2 usage or repository error).
+    Validate(validate::Args),
+    /// Show what a commit changes: validation, object diffs, rollout (exit codes as validate).
+    Plan(plan::Args),
+    /// Git hooks (install with `kommit init --bare`).
+    #[command(subcommand)]
+    Hook(hook::Hook),
+    /// Create a cluster repository with a starter manifest (with --bare: push-to-deploy).
+    Init(init::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("KOMMIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -44,5 +60,9 @@ fn main() -> anyhow::Result<()> {
         Command::Cache(c) => cache::run(c),
         Command::Proxy { command } => proxy::run(command),
         Command::Demo(cmd) => std::process::exit(demo::run(cmd)),
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Hook(hook) => hook::run(&hook),
+        Command::Init(args) => init::run(&args),
     }
 }
