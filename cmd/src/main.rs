@@ -1,12 +1,12 @@
 //! `kommit`: a container cluster whose desired state is a Git repository.
 
 mod cache;
-mod proxy;
 mod demo;
 mod desired_args;
 mod hook;
 mod init;
 mod plan;
+mod proxy;
 mod validate;
 
 use std::process::ExitCode;
@@ -57,12 +57,23 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Cache(c) => cache::run(c),
-        Command::Proxy { command } => proxy::run(command),
+        Command::Cache(c) => failed_if_err(cache::run(c)),
+        Command::Proxy { command } => failed_if_err(proxy::run(command)),
         Command::Demo(cmd) => std::process::exit(demo::run(cmd)),
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Hook(hook) => hook::run(&hook),
         Command::Init(args) => init::run(&args),
+    }
+}
+
+/// The exit code of a command that either works or fails with an error chain.
+fn failed_if_err(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
