@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::ValidationError;
 use crate::object::{DesiredObject, Object, ObjectKey};
 use crate::path;
-use crate::yaml::{PathSeg, join};
+use crate::yaml::PathSeg;
 
 /// Namespaces that exist without being declared.
 pub const BUILTIN_NAMESPACES: &[&str] =
@@ -68,12 +68,12 @@ pub(crate) fn check_all(objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>) -> Ve
             Object::ConfigMap(c) => {
                 let keys = c.data.iter().flatten().map(|(k, _)| k.as_str());
                 let bin = c.binary_data.iter().flatten().map(|(k, _)| k.as_str());
-                config_maps.insert((ns, o.key.name.as_str()), keys.chain(bin).collect());
+                config_maps.insert((ns, &*o.key.name), keys.chain(bin).collect());
             }
             Object::Secret(s) => {
                 let keys = s.data.iter().flatten().map(|(k, _)| k.as_str());
                 let string = s.string_data.iter().flatten().map(|(k, _)| k.as_str());
-                secrets.insert((ns, o.key.name.as_str()), keys.chain(string).collect());
+                secrets.insert((ns, &*o.key.name), keys.chain(string).collect());
             }
             _ => {}
         }
@@ -94,14 +94,13 @@ pub(crate) fn check_all(objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>) -> Ve
             ));
         }
         if let Some(ps) = o.object.pod_spec() {
-            let base: Vec<PathSeg> = ps.path.iter().map(|s| PathSeg::from(*s)).collect();
             let ns = o.key.namespace.as_deref().unwrap_or_default();
             let refs = Refs {
                 ns,
                 config_maps: &config_maps,
                 secrets: &secrets,
             };
-            refs.check(o, &base, ps.spec, &mut errors);
+            refs.check(o, ps.path, ps.spec, &mut errors);
         }
         if let Object::Service(s) = &o.object {
             service_ports(o, s, &pod_makers, &mut errors);
@@ -116,34 +115,48 @@ struct Refs<'a> {
     secrets: &'a HashMap<(&'a str, &'a str), BTreeSet<&'a str>>,
 }
 
+/// What a reference names and where, built only when it is reported.
+struct Ref<'r, F: FnOnce() -> Vec<PathSeg>> {
+    secret: bool,
+    name: Option<&'r str>,
+    key: Option<&'r str>,
+    optional: Option<bool>,
+    path: F,
+}
+
 impl Refs<'_> {
-    #[allow(clippy::too_many_arguments)]
-    fn one(
+    fn one<F: FnOnce() -> Vec<PathSeg>>(
         &self,
         o: &DesiredObject,
-        path: Vec<PathSeg>,
-        secret: bool,
-        name: Option<&str>,
-        key: Option<&str>,
-        optional: Option<bool>,
+        base: &[&str],
+        r: Ref<'_, F>,
         errors: &mut Vec<ValidationError>,
     ) {
-        if optional == Some(true) {
+        if r.optional == Some(true) {
             return;
         }
-        let what = if secret { "Secret" } else { "ConfigMap" };
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            errors.push(o.error_at(&path, false, format!("the {what} reference needs a name")));
+        let what = if r.secret { "Secret" } else { "ConfigMap" };
+        let full = |tail: F| {
+            let mut p: Vec<PathSeg> = base.iter().map(|s| PathSeg::from(*s)).collect();
+            p.extend(tail());
+            p
+        };
+        let Some(name) = r.name.filter(|n| !n.is_empty()) else {
+            errors.push(o.error_at(
+                &full(r.path),
+                false,
+                format!("the {what} reference needs a name"),
+            ));
             return;
         };
-        let table = if secret {
+        let table = if r.secret {
             self.secrets
         } else {
             self.config_maps
         };
         match table.get(&(self.ns, name)) {
             None => errors.push(o.error_at(
-                &path,
+                &full(r.path),
                 false,
                 format!(
                     "{what} `{name}` is not in this commit (namespace {}); add it or mark the reference `optional: true`",
@@ -151,11 +164,11 @@ impl Refs<'_> {
                 ),
             )),
             Some(keys) => {
-                if let Some(k) = key
+                if let Some(k) = r.key
                     && !keys.contains(k)
                 {
                     errors.push(o.error_at(
-                        &path,
+                        &full(r.path),
                         false,
                         format!("{what} `{name}` has no key `{k}`; add it or mark the reference `optional: true`"),
                     ));
@@ -167,82 +180,83 @@ impl Refs<'_> {
     fn check(
         &self,
         o: &DesiredObject,
-        base: &[PathSeg],
+        base: &[&str],
         spec: &PodSpec,
         errors: &mut Vec<ValidationError>,
     ) {
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
-            let vp = join(base, path!["volumes", i]);
             if let Some(c) = &v.config_map {
                 for (j, item) in c.items.iter().flatten().enumerate() {
-                    let p = join(&vp, path!["configMap", "items", j, "key"]);
-                    self.one(
-                        o,
-                        p,
-                        false,
-                        Some(c.name.as_str()),
-                        Some(&item.key),
-                        c.optional,
-                        errors,
-                    );
+                    let path = || path!["volumes", i, "configMap", "items", j, "key"].into();
+                    let r = Ref {
+                        secret: false,
+                        name: Some(&c.name),
+                        key: Some(&item.key),
+                        optional: c.optional,
+                        path,
+                    };
+                    self.one(o, base, r, errors);
                 }
-                self.one(
-                    o,
-                    join(&vp, path!["configMap", "name"]),
-                    false,
-                    Some(c.name.as_str()),
-                    None,
-                    c.optional,
-                    errors,
-                );
+                let path = || path!["volumes", i, "configMap", "name"].into();
+                let r = Ref {
+                    secret: false,
+                    name: Some(&c.name),
+                    key: None,
+                    optional: c.optional,
+                    path,
+                };
+                self.one(o, base, r, errors);
             }
             if let Some(s) = &v.secret {
                 for (j, item) in s.items.iter().flatten().enumerate() {
-                    let p = join(&vp, path!["secret", "items", j, "key"]);
-                    self.one(
-                        o,
-                        p,
-                        true,
-                        s.secret_name.as_deref(),
-                        Some(&item.key),
-                        s.optional,
-                        errors,
-                    );
+                    let path = || path!["volumes", i, "secret", "items", j, "key"].into();
+                    let r = Ref {
+                        secret: true,
+                        name: s.secret_name.as_deref(),
+                        key: Some(&item.key),
+                        optional: s.optional,
+                        path,
+                    };
+                    self.one(o, base, r, errors);
                 }
-                self.one(
-                    o,
-                    join(&vp, path!["secret", "secretName"]),
-                    true,
-                    s.secret_name.as_deref(),
-                    None,
-                    s.optional,
-                    errors,
-                );
+                let path = || path!["volumes", i, "secret", "secretName"].into();
+                let r = Ref {
+                    secret: true,
+                    name: s.secret_name.as_deref(),
+                    key: None,
+                    optional: s.optional,
+                    path,
+                };
+                self.one(o, base, r, errors);
             }
             if let Some(pr) = &v.projected {
                 for (j, src) in pr.sources.iter().flatten().enumerate() {
-                    let sp = join(&vp, path!["projected", "sources", j]);
                     if let Some(c) = &src.config_map {
-                        self.one(
-                            o,
-                            join(&sp, path!["configMap", "name"]),
-                            false,
-                            Some(c.name.as_str()),
-                            None,
-                            c.optional,
-                            errors,
-                        );
+                        let path = || {
+                            path!["volumes", i, "projected", "sources", j, "configMap", "name"]
+                                .into()
+                        };
+                        let r = Ref {
+                            secret: false,
+                            name: Some(&c.name),
+                            key: None,
+                            optional: c.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                     if let Some(s) = &src.secret {
-                        self.one(
-                            o,
-                            join(&sp, path!["secret", "name"]),
-                            true,
-                            Some(s.name.as_str()),
-                            None,
-                            s.optional,
-                            errors,
-                        );
+                        let path = || {
+                            path!["volumes", i, "projected", "sources", j, "secret", "name"].into()
+                        };
+                        let r = Ref {
+                            secret: true,
+                            name: Some(&s.name),
+                            key: None,
+                            optional: s.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                 }
             }
@@ -253,44 +267,57 @@ impl Refs<'_> {
         ];
         for (field, list) in lists {
             for (i, c) in list.into_iter().flatten().enumerate() {
-                let cp = join(base, path![field, i]);
                 for (j, e) in c.env.iter().flatten().enumerate() {
                     let Some(vf) = &e.value_from else { continue };
-                    let ep = join(&cp, path!["env", j, "valueFrom"]);
                     if let Some(r) = &vf.config_map_key_ref {
-                        let p = join(&ep, path!["configMapKeyRef", "name"]);
-                        self.one(
-                            o,
-                            p,
-                            false,
-                            Some(r.name.as_str()),
-                            Some(&r.key),
-                            r.optional,
-                            errors,
-                        );
+                        let path = || {
+                            path![field, i, "env", j, "valueFrom", "configMapKeyRef", "name"].into()
+                        };
+                        let r = Ref {
+                            secret: false,
+                            name: Some(&r.name),
+                            key: Some(&r.key),
+                            optional: r.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                     if let Some(r) = &vf.secret_key_ref {
-                        let p = join(&ep, path!["secretKeyRef", "name"]);
-                        self.one(
-                            o,
-                            p,
-                            true,
-                            Some(r.name.as_str()),
-                            Some(&r.key),
-                            r.optional,
-                            errors,
-                        );
+                        let path = || {
+                            path![field, i, "env", j, "valueFrom", "secretKeyRef", "name"].into()
+                        };
+                        let r = Ref {
+                            secret: true,
+                            name: Some(&r.name),
+                            key: Some(&r.key),
+                            optional: r.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                 }
                 for (j, e) in c.env_from.iter().flatten().enumerate() {
-                    let ep = join(&cp, path!["envFrom", j]);
                     if let Some(r) = &e.config_map_ref {
-                        let p = join(&ep, path!["configMapRef", "name"]);
-                        self.one(o, p, false, Some(r.name.as_str()), None, r.optional, errors);
+                        let path = || path![field, i, "envFrom", j, "configMapRef", "name"].into();
+                        let r = Ref {
+                            secret: false,
+                            name: Some(&r.name),
+                            key: None,
+                            optional: r.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                     if let Some(r) = &e.secret_ref {
-                        let p = join(&ep, path!["secretRef", "name"]);
-                        self.one(o, p, true, Some(r.name.as_str()), None, r.optional, errors);
+                        let path = || path![field, i, "envFrom", j, "secretRef", "name"].into();
+                        let r = Ref {
+                            secret: true,
+                            name: Some(&r.name),
+                            key: None,
+                            optional: r.optional,
+                            path,
+                        };
+                        self.one(o, base, r, errors);
                     }
                 }
             }

@@ -68,6 +68,7 @@ mod parse;
 pub mod plan;
 mod repo;
 mod snapshot;
+pub mod watch;
 pub mod yaml;
 
 pub use cross::{BUILTIN_NAMESPACES, map_selector_matches, selector_matches};

@@ -1,6 +1,7 @@
 //! The objects of a desired state: their keys, provenance and typed contents.
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -18,17 +19,18 @@ use crate::yaml::{Node, PathSeg, Pos};
 ///
 /// Ordered by group, kind, namespace, name (the order of `Snapshot::objects`).
 /// `group` is empty for the core group (`v1`). `namespace` is `None` for cluster-scoped
-/// kinds and the namespace (defaulted to `default`) otherwise.
+/// kinds and the namespace (defaulted to `default`) otherwise. The strings are shared
+/// (`Arc<str>`): cloning a key allocates nothing; build one with `"web".into()`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ObjectKey {
     /// API group: "" (core), "apps", "batch", "rbac.authorization.k8s.io".
-    pub group: String,
+    pub group: Arc<str>,
     /// Kind, e.g. "Deployment".
-    pub kind: String,
+    pub kind: Arc<str>,
     /// Namespace, `None` for cluster-scoped kinds.
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
     /// metadata.name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl fmt::Display for ObjectKey {
@@ -217,14 +219,17 @@ impl Object {
         if let Object::Pod(p) = self {
             return p.spec.as_ref().map(|spec| PodSpecRef {
                 spec,
-                path: vec!["spec"],
+                path: &["spec"],
                 labels: p.metadata.labels.as_ref(),
             });
         }
         let t = self.template()?;
         let spec = t.template.spec.as_ref()?;
-        let mut path = t.path.to_vec();
-        path.push("spec");
+        let path: &'static [&'static str] = if t.path.len() == 2 {
+            &["spec", "template", "spec"]
+        } else {
+            &["spec", "jobTemplate", "spec", "template", "spec"]
+        };
         Some(PodSpecRef {
             spec,
             path,
@@ -238,7 +243,7 @@ pub struct PodSpecRef<'a> {
     /// The spec.
     pub spec: &'a k8s_openapi::api::core::v1::PodSpec,
     /// Its field path (`spec` for a Pod, `spec.template.spec` for a Deployment, ...).
-    pub path: Vec<&'static str>,
+    pub path: &'static [&'static str],
     /// The labels of the pods it makes.
     pub labels: Option<&'a std::collections::BTreeMap<String, String>>,
 }

@@ -203,7 +203,8 @@ impl DocCx<'_> {
                 return;
             }
         };
-        let input = json.clone();
+        // The JSON as written; a copy is only needed when type errors remove fields.
+        let mut input: Option<Value> = None;
         // Type errors: serde stops at the first one, so the offending field is removed and
         // the object typed again, to report every wrong field of the object at once.
         let mut removed: Vec<Vec<PathSeg>> = Vec::new();
@@ -215,6 +216,9 @@ impl DocCx<'_> {
                     let path = convert_path(e.path());
                     let message = type_message(&e.into_inner().to_string());
                     self.error(&node, &prefix, &path, false, message);
+                    if input.is_none() {
+                        input = Some(json.clone());
+                    }
                     if removed.len() >= MAX_TYPE_ERRORS_PER_OBJECT
                         || !remove_field(&mut json, &path)
                     {
@@ -227,7 +231,12 @@ impl DocCx<'_> {
         let Some(mut object) = object else { return };
         let output = object.to_json();
         let mut issues = Vec::new();
-        compare(&input, &output, &mut Vec::new(), &mut issues);
+        compare(
+            input.as_ref().unwrap_or(&json),
+            &output,
+            &mut Vec::new(),
+            &mut issues,
+        );
         let mut missing = false;
         for (path, issue) in issues {
             if removed.iter().any(|r| path.starts_with(r)) {
@@ -326,10 +335,10 @@ impl DocCx<'_> {
             }
         };
         Some(ObjectKey {
-            group,
-            kind: kind.to_owned(),
-            namespace,
-            name,
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.map(Into::into),
+            name: name.into(),
         })
     }
 

@@ -82,7 +82,26 @@ pub struct Snapshot {
     pub(crate) files: BTreeMap<String, Arc<FileEntry>>,
     pub(crate) dirs: BTreeMap<String, ObjectId>,
     pub(crate) options: LoadOptions,
-    pub(crate) blobs_read: usize,
+    pub(crate) stats: LoadStats,
+}
+
+/// What a load did and how long each phase took (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadStats {
+    /// Blobs read (the others were carried over from the previous snapshot).
+    pub blobs_read: usize,
+    /// Walking the trees.
+    pub walk_ms: f64,
+    /// Reading blobs.
+    pub read_ms: f64,
+    /// Finding the commit that last changed each read file.
+    pub history_ms: f64,
+    /// Parsing and checking each read file.
+    pub parse_ms: f64,
+    /// Assembling the snapshot and the checks across objects.
+    pub validate_ms: f64,
+    /// The whole load.
+    pub total_ms: f64,
 }
 
 /// Opens the Git repository at or above `dir` (bare or with a work tree).
@@ -166,7 +185,11 @@ impl Snapshot {
             dirs: BTreeMap::new(),
             to_read: Vec::new(),
         };
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1000.0;
+        let mut stats = LoadStats::default();
+        let t = std::time::Instant::now();
         walk.dir(&options.path, tree)?;
+        stats.walk_ms = ms(t);
         let Walk {
             mut files,
             dirs,
@@ -175,6 +198,7 @@ impl Snapshot {
         } = walk;
 
         // Read the changed blobs (size first: a huge file is an error, not a read).
+        let t = std::time::Instant::now();
         let mut blobs: Vec<(String, Result<Vec<u8>, ValidationError>)> =
             Vec::with_capacity(to_read.len());
         for (path, id) in &to_read {
@@ -204,8 +228,12 @@ impl Snapshot {
                 .map_err(|e| LoadError::object(*id, Some(path), e))?;
             blobs.push((path.clone(), Ok(blob.data.clone())));
         }
+        stats.read_ms = ms(t);
+        let t = std::time::Instant::now();
         let pending: BTreeSet<String> = to_read.iter().map(|(p, _)| p.clone()).collect();
         let last = last_commits(repo, commit, &options.path, pending)?;
+        stats.history_ms = ms(t);
+        let t = std::time::Instant::now();
         let parsed = parse_parallel(blobs, &last, commit);
         for ((path, parsed), (_, id)) in parsed.into_iter().zip(&to_read) {
             files.insert(
@@ -218,6 +246,8 @@ impl Snapshot {
             );
         }
 
+        stats.parse_ms = ms(t);
+        let t = std::time::Instant::now();
         // Assemble: duplicates, then the checks across objects.
         let mut errors: Vec<ValidationError> = Vec::new();
         let mut objects: BTreeMap<ObjectKey, Arc<DesiredObject>> = BTreeMap::new();
@@ -242,9 +272,15 @@ impl Snapshot {
                 }
             }
         }
+        let assemble_ms = ms(t);
+        let t_cross = std::time::Instant::now();
         errors.extend(crate::cross::check_all(&objects));
+        debug!(assemble_ms, cross_ms = ms(t_cross), "checks across objects");
         errors.sort();
         crate::parse::dedup(&mut errors);
+        stats.validate_ms = ms(t);
+        stats.blobs_read = to_read.len();
+        stats.total_ms = ms(start);
         let snapshot = Snapshot {
             commit,
             tree,
@@ -253,14 +289,14 @@ impl Snapshot {
             files,
             dirs,
             options: options.clone(),
-            blobs_read: to_read.len(),
+            stats,
         };
         debug!(
             commit = %commit,
             objects = snapshot.objects.len(),
-            read = to_read.len(),
+            read = stats.blobs_read,
             errors = errors.len(),
-            elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = stats.total_ms,
             "loaded desired state"
         );
         if errors.is_empty() {
@@ -287,7 +323,12 @@ impl Snapshot {
     /// How many blobs this load read (the others were carried over from the previous
     /// snapshot because their tree entries did not change).
     pub fn blobs_read(&self) -> usize {
-        self.blobs_read
+        self.stats.blobs_read
+    }
+
+    /// Timings of the load that made this snapshot.
+    pub fn stats(&self) -> LoadStats {
+        self.stats
     }
 
     /// The options the snapshot was loaded with.

@@ -212,7 +212,7 @@ fn changed(b: &Object, a: &Object, after: &DesiredObject, head: &Snapshot) -> St
 /// Pod-making objects of the head that reference this ConfigMap or Secret.
 fn users_of(target: &DesiredObject, head: &Snapshot) -> Vec<String> {
     let is_secret = matches!(target.object, Object::Secret(_));
-    let name = target.key.name.as_str();
+    let name = &*target.key.name;
     head.objects
         .values()
         .filter(|o| o.key.namespace == target.key.namespace)
