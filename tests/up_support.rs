@@ -33,7 +33,14 @@ impl Up {
             .arg("up")
             .arg(repo)
             .args(["--data-dir", data_dir.to_str().unwrap()])
-            .args(["--runtime", runtime, "--node-name", node, "--etcd-listen", &etcd])
+            .args([
+                "--runtime",
+                runtime,
+                "--node-name",
+                node,
+                "--etcd-listen",
+                &etcd,
+            ])
             .args(["--poll-ms", "200"])
             .env("KOMMIT_LOG", "warn")
             .stdout(Stdio::piped())
@@ -67,7 +74,13 @@ impl Up {
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> usize {
         let start = Instant::now();
         loop {
-            if let Some(i) = self.output.lock().unwrap().iter().position(|l| l.contains(needle)) {
+            if let Some(i) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|l| l.contains(needle))
+            {
                 return i;
             }
             assert!(
@@ -95,7 +108,9 @@ impl Up {
     /// SIGTERM and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let start = Instant::now();
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -115,10 +130,21 @@ impl Up {
     pub fn etcd_values(&self, prefix: &str) -> Vec<serde_json::Value> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.etcd, "get", "--prefix", "--print-value-only", prefix])
+            .args([
+                "--endpoints",
+                &self.etcd,
+                "get",
+                "--prefix",
+                "--print-value-only",
+                prefix,
+            ])
             .output()
             .expect("etcdctl runs");
-        assert!(out.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "etcdctl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -172,7 +198,12 @@ pub struct DockerCleanup(pub String);
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=kommit.dev/node={}", self.0)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=kommit.dev/node={}", self.0),
+            ])
             .output();
         if let Ok(out) = out {
             let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -180,7 +211,10 @@ impl Drop for DockerCleanup {
                 .map(str::to_owned)
                 .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
