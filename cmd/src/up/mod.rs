@@ -415,10 +415,10 @@ async fn compact_loop(cache: Cache, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
         let target = cache.current_revision() - KEEP;
-        if target > cache.compact_revision() {
-            if let Err(e) = cache.compact(target).await {
-                tracing::warn!("compaction at {target} failed: {e}");
-            }
+        if target > cache.compact_revision()
+            && let Err(e) = cache.compact(target).await
+        {
+            tracing::warn!("compaction at {target} failed: {e}");
         }
     }
 }
