@@ -134,3 +134,62 @@ fn docker_deployment_lifecycle() {
     });
     up.stop();
 }
+
+/// `kommit up examples/hello` in a checkout: the folder's repository, its current branch,
+/// the folder as manifest path, a data directory outside the work tree.
+#[test]
+fn a_folder_inside_a_work_tree_is_that_repository_and_path() {
+    let node = node_name("up-folder");
+    let _cleanup = DockerCleanup(node.clone());
+    let repo = GitRepo::init();
+    let state = tempfile::tempdir().unwrap();
+    // Files outside the folder are not manifests kommit should read.
+    repo.write("Cargo.toml", "[workspace]\n");
+    repo.write("docs/broken.yaml", "kind: [not a manifest\n");
+    repo.write(
+        "examples/hello/web.yaml",
+        &deployment(2, "[http, --port, \"8080\"]", "hi"),
+    );
+    repo.commit("example");
+    let port = up_support::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .current_dir(repo.path())
+        .args([
+            "up",
+            "examples/hello",
+            "--runtime",
+            "docker",
+            "--node-name",
+            &node,
+        ])
+        .args(["--etcd-listen", &format!("127.0.0.1:{port}")])
+        .env("XDG_STATE_HOME", state.path())
+        .env("KOMMIT_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while docker_containers(&node).len() < 2 {
+        assert!(start.elapsed() < T, "the example did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("branch main folder examples/hello"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "data directory: {}",
+            state.path().join("kommit/repo-examples-hello").display()
+        )),
+        "{text}"
+    );
+    assert!(!repo.path().join(".kommit").exists());
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]),
+        "",
+        "kommit wrote into the work tree"
+    );
+}

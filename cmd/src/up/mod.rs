@@ -9,6 +9,19 @@
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
+//!
+//! Decisions:
+//! - The data directory defaults to `$XDG_STATE_HOME/kommit/<repo>[-<folder>]` (else
+//!   `~/.local/state/kommit/...`), never inside the tracked work tree.
+//! - The etcd API listens on 127.0.0.1:2379 when that port is free, else on a free
+//!   loopback port; the address is printed. `--etcd-listen` fixes it (and fails if taken).
+//! - The applied commit is kept in the cache at [`APPLIED_KEY`]; a restart loads it again
+//!   and resumes (the node agent adopts its containers by their labels).
+//! - A force-push is reported and applied like any other commit that validates.
+//! - The process runtime shares the host network: replicas that listen on a fixed port
+//!   (examples/hello's `--port 8080`) collide there, and all but one crash-loop. Use the
+//!   Docker runtime for those, or workloads that take their port from elsewhere.
+//! - The cache is compacted every minute to its last 10,000 revisions.
 
 pub mod applied;
 pub mod control;
