@@ -190,7 +190,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    println!("node {node_name} registered");
+    println!("node {node_name}: agent started");
 
     // Progress and compaction.
     let (progress_tx, progress_rx) = watch::channel::<Option<progress::Target>>(None);
