@@ -238,9 +238,10 @@ impl ControlPlane for CacheControlPlane {
                             Some(_) => break,
                         }
                     }
-                    while let Ok(Some(b)) =
-                        tokio::time::timeout(std::time::Duration::from_millis(5), watcher.recv())
-                            .await
+                    // At most 10 ms, so a steady stream of writes cannot starve the agent.
+                    let deadline =
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(10);
+                    while let Ok(Some(b)) = tokio::time::timeout_at(deadline, watcher.recv()).await
                     {
                         if b.canceled {
                             return None;

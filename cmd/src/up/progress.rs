@@ -75,9 +75,10 @@ pub async fn run(
             batch = watcher.recv() => {
                 match batch {
                     Some(b) if !b.canceled => {
-                        // Coalesce bursts of writes into one read.
+                        // Coalesce bursts of writes into one read (at most 50 ms).
+                        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
                         while let Ok(Some(b)) =
-                            tokio::time::timeout(Duration::from_millis(20), watcher.recv()).await
+                            tokio::time::timeout_at(deadline, watcher.recv()).await
                         {
                             if b.canceled { break; }
                         }
