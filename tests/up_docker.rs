@@ -152,7 +152,7 @@ fn a_folder_inside_a_work_tree_is_that_repository_and_path() {
     );
     repo.commit("example");
     let port = up_support::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kommit"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kommit"))
         .current_dir(repo.path())
         .args([
             "up",
