@@ -7,6 +7,7 @@ mod hook;
 mod init;
 mod plan;
 mod proxy;
+mod up;
 mod validate;
 
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Hook(hook::Hook),
     /// Create a cluster repository with a starter manifest (with --bare: push-to-deploy).
     Init(init::Args),
+    /// Run the cluster: follow a branch and converge containers to every new commit.
+    Up(up::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Hook(hook) => hook::run(&hook),
         Command::Init(args) => init::run(&args),
+        Command::Up(args) => failed_if_err(up::run(args)),
     }
 }
 

@@ -1,0 +1,223 @@
+//! Terminal progress of a rollout: per-workload ready counts read from the cache after
+//! each change, until the cluster matches the applied revision ("converged").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kommit_cache::{Cache, RangeRequest, WatchRequest};
+use kommit_reconciler::{Desired, hash, meta, podutil};
+use tokio::sync::watch;
+
+/// What the progress printer tracks: the applied revision and when it was detected.
+#[derive(Clone)]
+pub struct Target {
+    /// Short commit id.
+    pub short: String,
+    /// When the commit was detected (or kommit started, for a resumed revision).
+    pub since: Instant,
+    /// Its desired state.
+    pub desired: Arc<Desired>,
+}
+
+/// The rollout of one target, as lines and a verdict.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// One line per workload (`hello/web: 2/3 ready`), in order.
+    pub lines: BTreeMap<String, String>,
+    /// Everything matches the revision.
+    pub converged: bool,
+}
+
+/// Prints progress for the latest target until `shutdown`.
+pub async fn run(
+    cache: Cache,
+    mut target: watch::Receiver<Option<Target>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut watcher = cache.watch(WatchRequest::prefix("/registry/"), 0);
+    let mut printed: BTreeMap<String, String> = BTreeMap::new();
+    let mut converged_printed = false;
+    loop {
+        let current = target.borrow_and_update().clone();
+        if let Some(t) = &current
+            && !converged_printed
+        {
+            match compute(&cache, &t.desired).await {
+                Ok(p) => {
+                    for (k, line) in &p.lines {
+                        if printed.get(k) != Some(line) {
+                            println!("  {line}");
+                        }
+                    }
+                    printed = p.lines;
+                    if p.converged {
+                        println!(
+                            "converged at {} in {:.1}s",
+                            t.short,
+                            t.since.elapsed().as_secs_f64()
+                        );
+                        converged_printed = true;
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read the rollout's progress: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = target.changed() => {
+                if changed.is_err() { return; }
+                printed.clear();
+                converged_printed = false;
+            }
+            batch = watcher.recv() => {
+                match batch {
+                    Some(b) if !b.canceled => {
+                        // Coalesce bursts of writes into one read (at most 50 ms).
+                        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+                        while let Ok(Some(b)) =
+                            tokio::time::timeout_at(deadline, watcher.recv()).await
+                        {
+                            if b.canceled { break; }
+                        }
+                    }
+                    _ => watcher = cache.watch(WatchRequest::prefix("/registry/"), 0),
+                }
+            }
+        }
+    }
+}
+
+async fn list<T: k8s_openapi::serde::de::DeserializeOwned>(
+    cache: &Cache,
+    prefix: &str,
+) -> Result<Vec<T>, kommit_cache::Error> {
+    let r = cache.range(RangeRequest::prefix(prefix.to_owned())).await?;
+    Ok(r.kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
+}
+
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let c = podutil::condition(pod, "PodScheduled")?;
+    (c.status == "False").then(|| c.message.clone().unwrap_or_else(|| "unschedulable".into()))
+}
+
+/// The progress of `desired` from what the cache holds now.
+pub async fn compute(cache: &Cache, desired: &Desired) -> Result<Progress, kommit_cache::Error> {
+    let pods: Vec<Pod> = list(cache, "/registry/pods/").await?;
+    let rss: Vec<ReplicaSet> = list(cache, "/registry/replicasets/").await?;
+    let mut progress = Progress {
+        converged: true,
+        ..Progress::default()
+    };
+    let mut explained: BTreeSet<String> = BTreeSet::new();
+    let uid = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.uid.clone().unwrap_or_default()
+    };
+    for d in &desired.deployments {
+        let ns = meta::namespace(&d.metadata);
+        let name = meta::name(&d.metadata);
+        let Some(d_uid) = desired.uid_of("Deployment", ns, name) else {
+            continue;
+        };
+        let spec = d.spec.clone().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1);
+        let owned: Vec<&ReplicaSet> = rss
+            .iter()
+            .filter(|rs| meta::controller_of(&rs.metadata).is_some_and(|o| o.uid == d_uid))
+            .collect();
+        let new_uid = owned
+            .iter()
+            .find(|rs| {
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .is_some_and(|t| hash::equal_ignore_hash(t, &spec.template))
+            })
+            .map(|rs| uid(&rs.metadata));
+        let (mut ready, mut total, mut old) = (0, 0, 0);
+        let mut pending: Option<String> = None;
+        for p in &pods {
+            let Some(owner) = meta::controller_of(&p.metadata) else {
+                continue;
+            };
+            if !owned.iter().any(|rs| uid(&rs.metadata) == owner.uid) {
+                continue;
+            }
+            explained.insert(uid(&p.metadata));
+            if podutil::is_terminal(p) {
+                continue;
+            }
+            if Some(&owner.uid) == new_uid.as_ref() && !podutil::is_terminating(p) {
+                total += 1;
+                if podutil::phase(p) == "Running" && podutil::is_ready(p) {
+                    ready += 1;
+                }
+                if let Some(why) = unschedulable(p) {
+                    pending = Some(why);
+                }
+            } else {
+                old += 1;
+            }
+        }
+        let mut line = format!("{ns}/{name}: {ready}/{replicas} ready");
+        if old > 0 {
+            line.push_str(&format!(", {old} old"));
+        }
+        if let Some(why) = pending {
+            line.push_str(&format!(" (Pending: {why})"));
+        }
+        if !(ready == replicas && total == replicas && old == 0) {
+            progress.converged = false;
+        }
+        progress
+            .lines
+            .insert(format!("Deployment {ns}/{name}"), line);
+    }
+    for d in &desired.pods {
+        let ns = meta::namespace(&d.metadata);
+        let name = meta::name(&d.metadata);
+        let found = pods
+            .iter()
+            .find(|p| meta::namespace(&p.metadata) == ns && meta::name(&p.metadata) == name);
+        let state = match found {
+            None => {
+                progress.converged = false;
+                "not created yet".to_owned()
+            }
+            Some(p) => {
+                explained.insert(uid(&p.metadata));
+                let phase = podutil::phase(p).to_owned();
+                let done = podutil::is_terminal(p) || (phase == "Running" && podutil::is_ready(p));
+                if !done {
+                    progress.converged = false;
+                }
+                match unschedulable(p) {
+                    Some(why) => format!("{phase} ({why})"),
+                    None => phase,
+                }
+            }
+        };
+        progress
+            .lines
+            .insert(format!("Pod {ns}/{name}"), format!("{ns}/{name}: {state}"));
+    }
+    let leftover = pods
+        .iter()
+        .filter(|p| {
+            !explained.contains(&uid(&p.metadata)) && meta::controller_of(&p.metadata).is_some()
+        })
+        .count();
+    if leftover > 0 {
+        progress.converged = false;
+        progress.lines.insert(
+            "~removed".into(),
+            format!("{leftover} pod(s) no longer in the revision to remove"),
+        );
+    }
+    Ok(progress)
+}
