@@ -5,6 +5,7 @@ mod demo;
 mod desired_args;
 mod hook;
 mod init;
+mod kubeconfig;
 mod plan;
 mod proxy;
 mod validate;
@@ -46,6 +47,8 @@ enum Command {
     Hook(hook::Hook),
     /// Create a cluster repository with a starter manifest (with --bare: push-to-deploy).
     Init(init::Args),
+    /// Print a kubeconfig (server, CA, admin token) for kubectl.
+    Kubeconfig(kubeconfig::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Hook(hook) => hook::run(&hook),
         Command::Init(args) => init::run(&args),
+        Command::Kubeconfig(args) => failed_if_err(kubeconfig::run(&args)),
     }
 }
 
