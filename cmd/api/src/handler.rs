@@ -114,14 +114,14 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
             let res = find(plural)?;
             if !res.info.namespaced {
                 return Err(ApiError::no_such_path(format!(
-                    "{} is not namespaced: use /{}{}",
+                    "{} is not namespaced: use /{}{version}/{}",
                     res.info.plural,
                     if group.is_empty() {
                         "api/".to_string()
                     } else {
                         format!("apis/{group}/")
                     },
-                    format!("{version}/{}", res.info.plural)
+                    res.info.plural
                 )));
             }
             Target {
@@ -167,8 +167,7 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
 async fn route(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query: HashMap<String, String> =
-        req.uri().query().map(|q| url_pairs(q)).unwrap_or_default();
+    let query: HashMap<String, String> = req.uri().query().map(url_pairs).unwrap_or_default();
     let headers = req.headers().clone();
     let accept = headers
         .get(header::ACCEPT)
