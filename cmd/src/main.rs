@@ -5,6 +5,7 @@ mod demo;
 mod desired_args;
 mod hook;
 mod init;
+mod kubeconfig;
 mod plan;
 mod proxy;
 mod up;
@@ -49,6 +50,8 @@ enum Command {
     Init(init::Args),
     /// Run the cluster: follow a branch and converge containers to every new commit.
     Up(up::Args),
+    /// Print a kubeconfig (server, CA, admin token) for kubectl.
+    Kubeconfig(kubeconfig::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Hook(hook) => hook::run(&hook),
         Command::Init(args) => init::run(&args),
         Command::Up(args) => failed_if_err(up::run(args)),
+        Command::Kubeconfig(args) => failed_if_err(kubeconfig::run(&args)),
     }
 }
 

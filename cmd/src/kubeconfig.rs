@@ -1,0 +1,23 @@
+//! `kommit kubeconfig`: prints a kubeconfig for the cluster's API (server, CA, admin token).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+/// Arguments of `kommit kubeconfig`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The data directory of the running cluster (where `kommit up` keeps pki/ and tokens).
+    #[arg(long, env = "KOMMIT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Server URL to write instead of the one the API last served at.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let text = kommit_api::kubeconfig(&args.data_dir, args.server.as_deref())
+        .with_context(|| format!("making a kubeconfig from {}", args.data_dir.display()))?;
+    print!("{text}");
+    Ok(())
+}
