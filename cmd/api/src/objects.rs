@@ -154,14 +154,14 @@ pub fn merge(d: &DesiredObject, observed: Option<Value>, applied: &AppliedRevisi
 
 fn desired_key(res: &Resource, namespace: Option<&str>, name: &str) -> DesiredKey {
     DesiredKey {
-        group: res.info.group.to_string(),
-        kind: res.info.kind.to_string(),
+        group: res.info.group.into(),
+        kind: res.info.kind.into(),
         namespace: if res.info.namespaced {
-            namespace.map(str::to_string)
+            namespace.map(Into::into)
         } else {
             None
         },
-        name: name.to_string(),
+        name: name.into(),
     }
 }
 
@@ -172,18 +172,18 @@ fn desired_of<'a>(
     namespace: Option<&'a str>,
 ) -> impl Iterator<Item = &'a Arc<DesiredObject>> + 'a {
     let start = DesiredKey {
-        group: res.info.group.to_string(),
-        kind: res.info.kind.to_string(),
-        namespace: namespace.map(str::to_string),
-        name: String::new(),
+        group: res.info.group.into(),
+        kind: res.info.kind.into(),
+        namespace: namespace.map(Into::into),
+        name: "".into(),
     };
     applied
         .snapshot
         .objects
         .range(start..)
         .take_while(move |(k, _)| {
-            k.group == res.info.group
-                && k.kind == res.info.kind
+            *k.group == *res.info.group
+                && *k.kind == *res.info.kind
                 && (namespace.is_none() || k.namespace.as_deref() == namespace)
         })
         .map(|(_, d)| d)
@@ -225,8 +225,8 @@ pub async fn list(
     if let Some(applied) = applied {
         for d in desired_of(&applied, res, namespace) {
             let id = (
-                d.key.namespace.clone().unwrap_or_default(),
-                d.key.name.clone(),
+                d.key.namespace.as_deref().unwrap_or_default().to_string(),
+                d.key.name.to_string(),
             );
             let observed = items.remove(&id);
             items.insert(id, merge(d, observed, &applied));

@@ -203,10 +203,10 @@ fn merge_desired(
     let Some(applied) = applied else { return v };
     let (ns, name) = objects::ident(&v);
     let key = kommit_desired::ObjectKey {
-        group: res.info.group.to_string(),
-        kind: res.info.kind.to_string(),
-        namespace: res.info.namespaced.then_some(ns),
-        name,
+        group: res.info.group.into(),
+        kind: res.info.kind.into(),
+        namespace: res.info.namespaced.then(|| ns.into()),
+        name: name.into(),
     };
     match applied.snapshot.objects.get(&key) {
         Some(d) => objects::merge(d, Some(v), &applied),
