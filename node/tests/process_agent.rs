@@ -92,7 +92,14 @@ impl Harness for Processes {
             .output()
             .unwrap();
         assert!(out.status.success());
-        std::fs::remove_dir_all(dir).unwrap();
+        // The killed supervisor may still be writing its exit record while it dies:
+        // retry until nothing writes into the folder any more.
+        let mut attempts = 0;
+        while let Err(e) = std::fs::remove_dir_all(&dir) {
+            attempts += 1;
+            assert!(attempts < 100, "cannot remove {}: {e}", dir.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     fn objects_of(&self, uid: &str) -> Vec<String> {
         self.state_dirs("sandboxes")
