@@ -211,6 +211,21 @@ impl PodWorker {
     }
 
     /// Records the newest instance of each container, to notice later if it disappears.
+    /// Stops every running container of `containers` (best effort: a container that is
+    /// already gone needs no stopping, and the next sync sees what is left).
+    async fn stop_running(&self, containers: &[ContainerStatus]) {
+        for c in containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            let _ = self
+                .sh
+                .runtime
+                .stop_container(&c.id, c.termination_grace)
+                .await;
+        }
+    }
+
     fn remember(&mut self, obs: &Observed) {
         self.known.clear();
         for c in &obs.containers {
@@ -463,17 +478,7 @@ impl PodWorker {
         let ran_before = !obs.containers.is_empty() || !obs.sandboxes.is_empty();
         if policy == "Never" && ran_before {
             // Kubernetes does not make a new sandbox for a Never pod that already ran.
-            for c in obs
-                .containers
-                .iter()
-                .filter(|c| c.state == ContainerState::Running)
-            {
-                let _ = self
-                    .sh
-                    .runtime
-                    .stop_container(&c.id, c.termination_grace)
-                    .await;
-            }
+            self.stop_running(&obs.containers).await;
             st.acted = true;
             return None;
         }
@@ -486,17 +491,7 @@ impl PodWorker {
             )
             .await;
             // Containers lost their network namespace: stop them so they restart inside the new one.
-            for c in obs
-                .containers
-                .iter()
-                .filter(|c| c.state == ContainerState::Running)
-            {
-                let _ = self
-                    .sh
-                    .runtime
-                    .stop_container(&c.id, c.termination_grace)
-                    .await;
-            }
+            self.stop_running(&obs.containers).await;
             for sb in &obs.sandboxes {
                 let _ = self.sh.runtime.remove_sandbox(&sb.id).await;
             }

@@ -319,28 +319,32 @@ impl Refs<'_> {
             for (i, c) in list.into_iter().flatten().enumerate() {
                 for (j, e) in c.env.iter().flatten().enumerate() {
                     let Some(vf) = &e.value_from else { continue };
-                    if let Some(r) = &vf.config_map_key_ref {
-                        let path = || {
-                            path![field, i, "env", j, "valueFrom", "configMapKeyRef", "name"].into()
+                    let key_refs = [
+                        (
+                            "configMapKeyRef",
+                            false,
+                            vf.config_map_key_ref
+                                .as_ref()
+                                .map(|r| (&r.name, &r.key, r.optional)),
+                        ),
+                        (
+                            "secretKeyRef",
+                            true,
+                            vf.secret_key_ref
+                                .as_ref()
+                                .map(|r| (&r.name, &r.key, r.optional)),
+                        ),
+                    ];
+                    for (kind, secret, found) in key_refs {
+                        let Some((name, key, optional)) = found else {
+                            continue;
                         };
+                        let path = || path![field, i, "env", j, "valueFrom", kind, "name"].into();
                         let r = Ref {
-                            secret: false,
-                            name: Some(&r.name),
-                            key: Some(&r.key),
-                            optional: r.optional,
-                            path,
-                        };
-                        self.one(o, base, r, errors);
-                    }
-                    if let Some(r) = &vf.secret_key_ref {
-                        let path = || {
-                            path![field, i, "env", j, "valueFrom", "secretKeyRef", "name"].into()
-                        };
-                        let r = Ref {
-                            secret: true,
-                            name: Some(&r.name),
-                            key: Some(&r.key),
-                            optional: r.optional,
+                            secret,
+                            name: Some(name),
+                            key: Some(key),
+                            optional,
                             path,
                         };
                         self.one(o, base, r, errors);
