@@ -45,6 +45,46 @@ spec:
 
 type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
+/// Stops `kommit up` and removes what it ran, also when a round times out.
+struct Cluster {
+    child: std::process::Child,
+    runtime: &'static str,
+    node: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        if self.runtime == "docker" {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=kommit.dev/node={}", self.node),
+                ])
+                .output();
+            let ids: Vec<String> = out
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
 fn wait(lines: &Lines, from: usize, pred: impl Fn(&str) -> bool) -> (usize, Instant) {
     let start = Instant::now();
     loop {
@@ -71,7 +111,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench(runtime: &str, args: &str) {
+fn bench(runtime: &'static str, args: &str) {
     let node = format!("bench-{runtime}-{}", std::process::id());
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
@@ -95,8 +135,13 @@ fn bench(runtime: &str, args: &str) {
         .spawn()
         .expect("kommit up starts");
     let lines: Lines = Arc::default();
+    let out = child.stdout.take().unwrap();
+    let cluster = Cluster {
+        child,
+        runtime,
+        node: node.clone(),
+    };
     {
-        let out = child.stdout.take().unwrap();
         let lines = lines.clone();
         std::thread::spawn(move || {
             for l in BufReader::new(out).lines().map_while(Result::ok) {
@@ -133,31 +178,7 @@ fn bench(runtime: &str, args: &str) {
     wait(&lines, seen, |l| {
         l.starts_with(&format!("converged at {}", &id[..8]))
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    if runtime == "docker" {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=kommit.dev/node={node}"),
-            ])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
+    drop(cluster);
     println!(
         "{runtime:>8}: commit -> 3 new pods ready: median {:.0} ms (min {:.0}, max {:.0}); -> converged (old pods gone): median {:.0} ms",
         median(ready.clone()),

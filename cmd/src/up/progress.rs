@@ -34,14 +34,36 @@ pub struct Progress {
 /// Prints progress for the latest target until `shutdown`.
 pub async fn run(
     cache: Cache,
+    target: watch::Receiver<Option<Target>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    report(cache, target, shutdown, |line| println!("{line}")).await
+}
+
+/// Like [`run`], handing each line to `out` instead of printing it.
+pub async fn report(
+    cache: Cache,
     mut target: watch::Receiver<Option<Target>>,
     mut shutdown: watch::Receiver<bool>,
+    mut out: impl FnMut(String),
 ) {
     let mut watcher = cache.watch(WatchRequest::prefix("/registry/"), 0);
     let mut printed: BTreeMap<String, String> = BTreeMap::new();
     let mut converged_printed = false;
+    // The target whose progress `printed` and `converged_printed` describe. A new target
+    // can be seen here first (not through `changed()` below) when it arrives while a
+    // watch batch is being coalesced, so it is compared on every pass.
+    let mut shown: Option<(String, Instant)> = None;
     loop {
         let current = target.borrow_and_update().clone();
+        if let Some(t) = &current {
+            let id = (t.short.clone(), t.since);
+            if shown.as_ref() != Some(&id) {
+                printed.clear();
+                converged_printed = false;
+                shown = Some(id);
+            }
+        }
         if let Some(t) = &current
             && !converged_printed
         {
@@ -49,16 +71,16 @@ pub async fn run(
                 Ok(p) => {
                     for (k, line) in &p.lines {
                         if printed.get(k) != Some(line) {
-                            println!("  {line}");
+                            out(format!("  {line}"));
                         }
                     }
                     printed = p.lines;
                     if p.converged {
-                        println!(
+                        out(format!(
                             "converged at {} in {:.1}s",
                             t.short,
                             t.since.elapsed().as_secs_f64()
-                        );
+                        ));
                         converged_printed = true;
                     }
                 }
@@ -69,8 +91,6 @@ pub async fn run(
             _ = shutdown.changed() => return,
             changed = target.changed() => {
                 if changed.is_err() { return; }
-                printed.clear();
-                converged_printed = false;
             }
             batch = watcher.recv() => {
                 match batch {
@@ -220,4 +240,60 @@ pub async fn compute(cache: &Cache, desired: &Desired) -> Result<Progress, kommi
         );
     }
     Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kommit_cache::{Options, PutRequest};
+
+    fn target(short: &str) -> Option<Target> {
+        Some(Target {
+            short: short.into(),
+            since: Instant::now(),
+            desired: Arc::new(Desired::default()),
+        })
+    }
+
+    async fn expect_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, prefix: &str) {
+        let wait = async {
+            while let Some(l) = rx.recv().await {
+                if l.starts_with(prefix) {
+                    return;
+                }
+            }
+            panic!("the printer stopped before saying {prefix:?}");
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+    }
+
+    /// A target that arrives while a burst of cache writes is being coalesced still gets
+    /// its progress and its "converged" line (it once went unprinted, forever).
+    #[tokio::test]
+    async fn a_target_arriving_during_a_write_burst_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), Options::default()).unwrap();
+        let (target_tx, target_rx) = watch::channel(target("aaaaaaaa"));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let printer = tokio::spawn(report(cache.clone(), target_rx, stop_rx, move |l| {
+            let _ = tx.send(l);
+        }));
+        expect_line(&mut rx, "converged at aaaaaaaa").await;
+        for round in 0..20 {
+            // A write wakes the printer, which then coalesces for 50 ms; the next target
+            // lands inside that window.
+            cache
+                .put(PutRequest::new(format!("/registry/pods/x/p{round}"), "{}"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let short = format!("{round:08}");
+            target_tx.send_replace(target(&short));
+            expect_line(&mut rx, &format!("converged at {short}")).await;
+        }
+        printer.abort();
+    }
 }
