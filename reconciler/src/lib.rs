@@ -45,6 +45,7 @@ pub mod deployment;
 pub mod events;
 pub mod executor;
 pub mod gc;
+pub mod job;
 pub mod hash;
 pub mod keys;
 pub mod memory;
