@@ -199,7 +199,11 @@ fn simulated_node(up: &Up, name: &str) {
             "renewTime": format!("{}", now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")),
         },
     });
-    etcdctl_put(up, &format!("/registry/leases/kube-node-lease/{name}"), &lease);
+    etcdctl_put(
+        up,
+        &format!("/registry/leases/kube-node-lease/{name}"),
+        &lease,
+    );
 }
 
 fn daemon_pods(up: &Up) -> Vec<serde_json::Value> {

@@ -190,7 +190,10 @@ pub fn reconcile(
         field: field.into(),
         message: message.into(),
     };
-    let spec = cj.spec.as_ref().ok_or_else(|| invalid("spec", "required"))?;
+    let spec = cj
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("spec", "required"))?;
     let uid = meta::desired_uid("CronJob", &cj.metadata);
     let record = observed.cron_job_status(ns, name);
     let old = record.and_then(|r| r.status.clone()).unwrap_or_default();
@@ -256,7 +259,10 @@ pub fn reconcile(
         if complete {
             succeeded.push(j);
             if let Some(t) = st.and_then(|s| s.completion_time.as_ref())
-                && status.last_successful_time.as_ref().is_none_or(|l| l.0 < t.0)
+                && status
+                    .last_successful_time
+                    .as_ref()
+                    .is_none_or(|l| l.0 < t.0)
             {
                 status.last_successful_time = Some(t.clone());
             }

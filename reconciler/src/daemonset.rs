@@ -147,7 +147,9 @@ fn bind_to(spec: &mut PodSpec, node: &str) {
         }]),
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     na.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![term],
     });
@@ -168,7 +170,10 @@ fn pod_hash(p: &Pod) -> Option<&str> {
 /// Rolling update settings with Kubernetes' defaults, resolved against `total` nodes.
 fn rolling(spec: &DaemonSetSpec, total: i32) -> Result<Option<(i32, i32)>, String> {
     let strategy = spec.update_strategy.as_ref();
-    match strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") {
+    match strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+    {
         "OnDelete" => Ok(None),
         "RollingUpdate" => {
             let ru = strategy.and_then(|s| s.rolling_update.as_ref());
@@ -203,7 +208,10 @@ pub fn reconcile(
         field: field.into(),
         message: message.into(),
     };
-    let spec = ds.spec.as_ref().ok_or_else(|| invalid("spec", "required"))?;
+    let spec = ds
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("spec", "required"))?;
     if meta::selector_is_empty(&spec.selector) {
         return Err(invalid("spec.selector", "empty selector is invalid"));
     }
@@ -258,7 +266,11 @@ pub fn reconcile(
         }
     }
     for pods in by_node.values_mut() {
-        pods.sort_by(|a, b| created(a).cmp(&created(b)).then(a.metadata.name.cmp(&b.metadata.name)));
+        pods.sort_by(|a, b| {
+            created(a)
+                .cmp(&created(b))
+                .then(a.metadata.name.cmp(&b.metadata.name))
+        });
     }
 
     let mut nodes: Vec<&Node> = observed.nodes.iter().collect();
@@ -303,8 +315,8 @@ pub fn reconcile(
     let desired = i32::try_from(eligible.len()).unwrap_or(i32::MAX);
 
     // Rolling update of nodes whose pod is old.
-    let strategy = rolling(spec, desired)
-        .map_err(|m| invalid("spec.updateStrategy.rollingUpdate", &m))?;
+    let strategy =
+        rolling(spec, desired).map_err(|m| invalid("spec.updateStrategy.rollingUpdate", &m))?;
     if let Some((max_surge, max_unavailable)) = strategy {
         let available = |p: &Pod| podutil::is_available(p, min_ready, now);
         let deleting: HashSet<&str> = to_delete.iter().map(|p| meta::name(&p.metadata)).collect();

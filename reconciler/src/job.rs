@@ -228,7 +228,11 @@ pub fn sync(
     old: Option<&JobStatus>,
     observed: &Observed,
 ) -> Result<Synced, ReconcileError> {
-    let JobRef { namespace, name, uid } = job;
+    let JobRef {
+        namespace,
+        name,
+        uid,
+    } = job;
     let invalid = |field: &str, message: &str| ReconcileError::Invalid {
         object: format!("Job {namespace}/{name}"),
         field: field.into(),
@@ -453,7 +457,8 @@ pub fn sync(
                         .map(|p| meta::name(&p.metadata))
                         .collect();
                     let mut fresh: Vec<String> = Vec::new();
-                    for _ in running..wanted {
+                    let missing = wanted - running;
+                    for _ in 0..missing {
                         let index = if indexed {
                             match free.next() {
                                 Some(i) => Some(i),
@@ -537,7 +542,11 @@ fn new_pod(
             if ps.hostname.is_none() {
                 ps.hostname = Some(format!("{}-{i}", job.name));
             }
-            for c in ps.containers.iter_mut().chain(ps.init_containers.iter_mut().flatten()) {
+            for c in ps
+                .containers
+                .iter_mut()
+                .chain(ps.init_containers.iter_mut().flatten())
+            {
                 let env = c.env.get_or_insert_with(Vec::new);
                 env.retain(|e| e.name != COMPLETION_INDEX_ENV);
                 env.push(EnvVar {

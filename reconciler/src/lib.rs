@@ -43,15 +43,15 @@
 pub mod action;
 pub mod bare;
 pub mod context;
-pub mod cronjob;
 pub mod controllers;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod executor;
 pub mod gc;
-pub mod job;
 pub mod hash;
+pub mod job;
 pub mod keys;
 pub mod memory;
 pub mod meta;

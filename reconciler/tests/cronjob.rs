@@ -42,9 +42,15 @@ fn schedules_follow_kubernetes_cron_syntax() {
         next("0 3 * * *", Some("America/New_York")),
         "2024-03-11T07:00:00Z"
     );
-    assert_eq!(next("TZ=Europe/Paris 0 12 * * *", None), "2024-03-10T11:00:00Z");
+    assert_eq!(
+        next("TZ=Europe/Paris 0 12 * * *", None),
+        "2024-03-10T11:00:00Z"
+    );
     assert!(parse_schedule("* * * *", None).is_err());
-    assert!(parse_schedule("0 * * * * *", None).is_err(), "no seconds field");
+    assert!(
+        parse_schedule("0 * * * * *", None).is_err(),
+        "no seconds field"
+    );
     assert!(parse_schedule("61 * * * *", None).is_err());
     assert!(parse_schedule("* * * * *", Some("Mars/Olympus")).is_err());
 }
@@ -118,9 +124,14 @@ fn status(sim: &Sim) -> CronJobStatus {
 
 /// When the CronJob controller alone asks to run again.
 fn requeue(sim: &Sim) -> Requeue {
-    cronjob::reconcile(&ctx(sim.now), &sim.desired.cron_jobs[0], &sim.observed(), None)
-        .unwrap()
-        .requeue
+    cronjob::reconcile(
+        &ctx(sim.now),
+        &sim.desired.cron_jobs[0],
+        &sim.observed(),
+        None,
+    )
+    .unwrap()
+    .requeue
 }
 
 fn job_pods(sim: &Sim, job: &str) -> Vec<Pod> {
@@ -178,7 +189,10 @@ fn a_job_is_made_at_each_schedule_time_and_run_by_the_job_controller() {
     succeed_pods(&mut sim, &first);
     sim.step(1);
     sim.step(1);
-    let done = jobs(&sim).into_iter().find(|j| meta::name(&j.metadata) == first).unwrap();
+    let done = jobs(&sim)
+        .into_iter()
+        .find(|j| meta::name(&j.metadata) == first)
+        .unwrap();
     assert!(job::true_condition(done.status.as_ref().unwrap(), "Complete").is_some());
     let st = status(&sim);
     assert!(st.active.is_none(), "{st:?}");
@@ -219,7 +233,11 @@ fn forbid_waits_for_the_running_job_and_replace_replaces_it() {
         .collect();
     assert_eq!(now.len(), 1);
     assert_ne!(now[0], first, "Replace: the running Job is deleted");
-    assert!(sim.all_events.iter().any(|(r, m)| r == "SuccessfulDelete" && m.contains(&first)));
+    assert!(
+        sim.all_events
+            .iter()
+            .any(|(r, m)| r == "SuccessfulDelete" && m.contains(&first))
+    );
     // Its pods go with it.
     sim.step(1);
     sim.step(1);
@@ -288,8 +306,19 @@ fn history_limits_keep_the_newest_finished_jobs() {
         }
     }
     let left = jobs(&sim);
-    assert_eq!(left.len(), 1, "{:?}", left.iter().map(|j| &j.metadata.name).collect::<Vec<_>>());
-    assert!(sim.all_events.iter().filter(|(r, _)| r == "SuccessfulDelete").count() >= 2);
+    assert_eq!(
+        left.len(),
+        1,
+        "{:?}",
+        left.iter().map(|j| &j.metadata.name).collect::<Vec<_>>()
+    );
+    assert!(
+        sim.all_events
+            .iter()
+            .filter(|(r, _)| r == "SuccessfulDelete")
+            .count()
+            >= 2
+    );
 }
 
 #[test]
@@ -304,15 +333,26 @@ fn removing_the_cronjob_from_git_removes_its_jobs_and_pods() {
     sim.step(1);
     sim.step(1);
     assert!(jobs(&sim).is_empty());
-    assert!(sim.observed().pods.iter().all(|p| meta::controller_of(&p.metadata).is_none()));
+    assert!(
+        sim.observed()
+            .pods
+            .iter()
+            .all(|p| meta::controller_of(&p.metadata).is_none())
+    );
     assert!(sim.observed().cron_job_status("default", "tick").is_none());
 }
 
 #[test]
 fn ttl_deletes_a_cronjob_made_job() {
     let mut cj = cron("");
-    cj.spec.as_mut().unwrap().job_template.spec.as_mut().unwrap().ttl_seconds_after_finished =
-        Some(10);
+    cj.spec
+        .as_mut()
+        .unwrap()
+        .job_template
+        .spec
+        .as_mut()
+        .unwrap()
+        .ttl_seconds_after_finished = Some(10);
     let mut sim = sim_with(cj);
     sim.step(TO_FIRST);
     for _ in 0..3 {
@@ -322,7 +362,10 @@ fn ttl_deletes_a_cronjob_made_job() {
     succeed_pods(&mut sim, &name);
     sim.step(1);
     sim.step(11);
-    assert!(jobs(&sim).is_empty(), "the finished Job is deleted after its TTL");
+    assert!(
+        jobs(&sim).is_empty(),
+        "the finished Job is deleted after its TTL"
+    );
     sim.step(1);
     assert!(job_pods(&sim, &name).is_empty());
 }

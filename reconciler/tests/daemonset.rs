@@ -94,9 +94,10 @@ fn one_pod_per_node_bound_by_affinity_with_status() {
         let target = daemonset::target_node(p).unwrap();
         assert!(["n1", "n2", "n3"].contains(&target));
         let tols = p.spec.as_ref().unwrap().tolerations.as_ref().unwrap();
-        assert!(tols.iter().any(|t| t.key.as_deref()
-            == Some("node.kubernetes.io/unreachable")
-            && t.effect.as_deref() == Some("NoExecute")));
+        assert!(tols.iter().any(
+            |t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")
+                && t.effect.as_deref() == Some("NoExecute")
+        ));
         assert!(meta::controller_of(&p.metadata).is_some_and(|o| o.kind == "DaemonSet"));
     }
     settle(&mut sim);
@@ -126,7 +127,11 @@ fn one_pod_per_node_bound_by_affinity_with_status() {
     sim.store.put(failed.into()).unwrap();
     settle(&mut sim);
     assert_eq!(nodes_of(&sim), vec!["n1", "n2", "n3", "n4"]);
-    assert!(pods(&sim).iter().all(|p| p.metadata.uid != victim.metadata.uid));
+    assert!(
+        pods(&sim)
+            .iter()
+            .all(|p| p.metadata.uid != victim.metadata.uid)
+    );
 }
 
 #[test]
@@ -192,8 +197,15 @@ fn a_lost_node_keeps_its_daemon_pod() {
 }
 
 fn set_image(d: &mut DaemonSet, image: &str) {
-    d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image =
-        Some(image.into());
+    d.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some(image.into());
 }
 
 fn images(sim: &Sim) -> Vec<String> {
@@ -204,8 +216,19 @@ fn images(sim: &Sim) -> Vec<String> {
 
 #[test]
 fn rolling_update_keeps_max_unavailable() {
-    let nodes = vec![node("n1", "a"), node("n2", "a"), node("n3", "a"), node("n4", "a")];
-    let mut sim = sim_with(nodes, ds("  updateStrategy:\n    rollingUpdate: {maxUnavailable: 1}\n", ""));
+    let nodes = vec![
+        node("n1", "a"),
+        node("n2", "a"),
+        node("n3", "a"),
+        node("n4", "a"),
+    ];
+    let mut sim = sim_with(
+        nodes,
+        ds(
+            "  updateStrategy:\n    rollingUpdate: {maxUnavailable: 1}\n",
+            "",
+        ),
+    );
     settle(&mut sim);
     set_image(&mut sim.desired.daemon_sets[0], "kommit.dev/demo:2");
     sim.desired.daemon_sets[0].metadata.generation = Some(2);
@@ -291,5 +314,9 @@ fn removing_the_daemonset_from_git_removes_its_pods_and_record() {
     sim.desired.daemon_sets.clear();
     sim.step(1);
     assert!(pods(&sim).is_empty());
-    assert!(sim.observed().daemon_set_status("default", "agent").is_none());
+    assert!(
+        sim.observed()
+            .daemon_set_status("default", "agent")
+            .is_none()
+    );
 }

@@ -111,7 +111,11 @@ fn condition(st: &JobStatus, type_: &str) -> Option<(String, String)> {
 
 #[test]
 fn completions_run_at_most_parallelism_at_once_and_complete() {
-    let mut sim = sim_with(job_yaml("  completions: 3\n  parallelism: 2\n", "Never", false));
+    let mut sim = sim_with(job_yaml(
+        "  completions: 3\n  parallelism: 2\n",
+        "Never",
+        false,
+    ));
     let mut max_active = 0;
     for _ in 0..20 {
         sim.step(1);
@@ -191,11 +195,18 @@ fn failing_pods_stop_at_the_backoff_limit_with_backoff_between_them() {
         )),
         "{st:?}"
     );
-    assert_eq!(st.failed, Some(3), "backoffLimit 2: the third failure fails the Job");
+    assert_eq!(
+        st.failed,
+        Some(3),
+        "backoffLimit 2: the third failure fails the Job"
+    );
     assert_eq!(created_at.len(), 3);
     // 10 s after the first failure, 20 s after the second (pods end one step after start).
     let gaps: Vec<i64> = created_at.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] >= 10 && gaps[1] >= 20, "back-off between pods: {gaps:?}");
+    assert!(
+        gaps[0] >= 10 && gaps[1] >= 20,
+        "back-off between pods: {gaps:?}"
+    );
     assert!(
         sim.all_events
             .iter()
@@ -208,7 +219,13 @@ fn on_failure_restarts_count_against_the_backoff_limit() {
     let mut sim = sim_with(job_yaml("  backoffLimit: 1\n", "OnFailure", false));
     until_running(&mut sim, 1);
     let mut p = running(&sim).remove(0);
-    p.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].restart_count = 2;
+    p.status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .restart_count = 2;
     sim.store.put(p.into()).unwrap();
     sim.step(1);
     let st = status(&sim);
@@ -320,7 +337,11 @@ fn suspended_jobs_run_nothing() {
 
 #[test]
 fn pods_of_a_job_removed_from_git_are_collected_but_status_records_too() {
-    let mut sim = sim_with(job_yaml("  parallelism: 2\n  completions: 2\n", "Never", false));
+    let mut sim = sim_with(job_yaml(
+        "  parallelism: 2\n  completions: 2\n",
+        "Never",
+        false,
+    ));
     sim.step(1);
     assert_eq!(job_pods(&sim).len(), 2);
     sim.desired.jobs.clear();
@@ -331,7 +352,11 @@ fn pods_of_a_job_removed_from_git_are_collected_but_status_records_too() {
 
 #[test]
 fn terminated_job_pods_are_left_to_the_job_by_pod_gc() {
-    let mut sim = sim_with(job_yaml("  parallelism: 3\n  completions: 3\n", "Never", false));
+    let mut sim = sim_with(job_yaml(
+        "  parallelism: 3\n  completions: 3\n",
+        "Never",
+        false,
+    ));
     sim.config.gc.terminated_pod_threshold = 0;
     until_running(&mut sim, 3);
     for p in running(&sim) {
