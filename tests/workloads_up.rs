@@ -275,3 +275,81 @@ fn a_daemonset_runs_one_pod_per_node() {
     );
     up.stop();
 }
+
+const CRON: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: cron
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: minutely
+  namespace: cron
+spec:
+  schedule: \"* * * * *\"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: tick
+            image: kommit.dev/demo:1
+            args: [exit, --code, \"0\"]
+";
+
+/// One real minute: the executor wakes at the schedule time (nothing else changes), the
+/// Job lands in the cache and the Job controller runs it to completion.
+#[test]
+fn a_cronjob_starts_a_job_at_the_next_minute() {
+    let node = node_name("wl-cron");
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    repo.write("cron.yaml", CRON);
+    repo.commit("minutely");
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    up.wait_line("runtime: processes", T);
+    up.wait_for(
+        "a Job made by the CronJob completes",
+        Duration::from_secs(150),
+        || {
+            up.etcd_values("/registry/jobs/cron/").iter().any(|j| {
+                j["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+                    && j["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("minutely-"))
+                    && has_condition(&j["status"], "Complete").is_some()
+            })
+        },
+    );
+    let job = up
+        .etcd_values("/registry/jobs/cron/")
+        .into_iter()
+        .find(|j| has_condition(&j["status"], "Complete").is_some())
+        .unwrap();
+    let scheduled =
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert!(scheduled.ends_with(":00Z"), "on a minute: {scheduled}");
+    let name = job["metadata"]["name"].as_str().unwrap();
+    assert!(
+        pods_of(&up, "cron", name)
+            .iter()
+            .all(|p| p["status"]["phase"] == "Succeeded"),
+        "the Job's pod ran to success"
+    );
+    up.wait_for("the CronJob status records the run", T, || {
+        let st = up
+            .etcd_values("/registry/cronjobs/cron/minutely")
+            .into_iter()
+            .next()
+            .map(|c| c["status"].clone())
+            .unwrap_or_default();
+        st["lastScheduleTime"] == scheduled.as_str() && !st["lastSuccessfulTime"].is_null()
+    });
+    up.stop();
+}
