@@ -21,8 +21,10 @@
 //! `RollingUpdate` (the default), `maxUnavailable` (default 1) nodes at most are without
 //! an available pod while old pods are deleted and replaced; with `maxSurge` > 0 a new
 //! pod starts beside the old one, which is deleted once the new one is available. With
-//! `OnDelete` old pods stay until someone deletes them. Failed daemon pods are deleted
-//! and replaced.
+//! `OnDelete` old pods stay until someone deletes them. A failed daemon pod is deleted
+//! and replaced 10 s after it failed ([`FAILED_POD_BACKOFF`]; Kubernetes deletes it at
+//! once and backs off in memory, a pure controller keeps the failed pod as its memory),
+//! so a pod that fails at once does not make a hot loop.
 //!
 //! Status (a record under `/registry/daemonsets/<ns>/<name>`, the spec being in Git):
 //! desiredNumberScheduled, currentNumberScheduled, numberMisscheduled, numberReady,
@@ -38,6 +40,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::SignedDuration;
 
 use crate::action::{Action, ReconcileError, Reconciled};
 use crate::context::Context;
@@ -54,6 +57,8 @@ use crate::state::Observed;
 pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
 /// Component name on the controller's events.
 pub const COMPONENT: &str = "daemonset-controller";
+/// How long a failed daemon pod stays before it is deleted and replaced.
+pub const FAILED_POD_BACKOFF: SignedDuration = SignedDuration::from_secs(10);
 
 /// The taint of nodes under memory pressure.
 pub const TAINT_MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
@@ -251,13 +256,27 @@ pub fn reconcile(
 
     // The DaemonSet's pods by the node they are for.
     let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    // Nodes whose daemon pod failed less than FAILED_POD_BACKOFF ago: no new pod yet.
+    let mut backing_off: HashSet<&str> = HashSet::new();
     for p in observed.pods_controlled_by(ns, &uid) {
         if podutil::is_terminating(p) {
             continue;
         }
         if podutil::is_terminal(p) {
-            // Failed (or finished) daemon pods are deleted and replaced.
-            delete(&mut out, p);
+            // Failed (or finished) daemon pods are deleted and replaced, once the pod has
+            // been failed for FAILED_POD_BACKOFF (the failed pod is the controller's
+            // memory of the failure, so a pod failing at once does not spin).
+            let until = crate::job::finish_time(p)
+                .and_then(|t| t.checked_add(FAILED_POD_BACKOFF).ok())
+                .unwrap_or(now);
+            match target_node(p) {
+                Some(n) if now < until && observed.node(n).is_some() => {
+                    backing_off.insert(n);
+                    let secs = until.duration_since(now).as_secs().max(0) as u64 + 1;
+                    out.requeue_after(Duration::from_secs(secs));
+                }
+                _ => delete(&mut out, p),
+            }
             continue;
         }
         match target_node(p) {
@@ -295,7 +314,9 @@ pub fn reconcile(
             misscheduled += 1;
         }
         if should_run && pods.is_empty() {
-            to_create.push(node_name);
+            if !backing_off.contains(node_name) {
+                to_create.push(node_name);
+            }
         } else if pods.len() > 1 {
             // Keep the oldest pod, plus the newest updated one while an update surges.
             let newest_updated = pods

@@ -150,7 +150,7 @@ pub fn pod_index(pod: &Pod) -> Option<i32> {
 
 /// When a terminated pod finished (its containers' latest finish time, else its last
 /// condition change, else its creation).
-fn finish_time(pod: &Pod) -> Option<Timestamp> {
+pub fn finish_time(pod: &Pod) -> Option<Timestamp> {
     let st = pod.status.as_ref();
     let containers = st
         .and_then(|s| s.container_statuses.as_ref())

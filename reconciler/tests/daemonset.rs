@@ -124,7 +124,18 @@ fn one_pod_per_node_bound_by_affinity_with_status() {
         .unwrap();
     let mut failed = victim.clone();
     failed.status.as_mut().unwrap().phase = Some("Failed".into());
+    failed.status.as_mut().unwrap().conditions = None;
+    failed.metadata.creation_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(sim.now)),
+    );
     sim.store.put(failed.into()).unwrap();
+    settle(&mut sim);
+    assert_eq!(
+        nodes_of(&sim),
+        vec!["n1", "n3", "n4"],
+        "no replacement while the failure is fresh"
+    );
+    sim.step(10);
     settle(&mut sim);
     assert_eq!(nodes_of(&sim), vec!["n1", "n2", "n3", "n4"]);
     assert!(
