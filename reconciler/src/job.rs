@@ -37,8 +37,10 @@
 //! Counting: Kubernetes keeps a finalizer on Job pods until it counted them. Here the
 //! succeeded and failed counts are those of the pods present, never lower than the
 //! counts already recorded (so a pod removed after it was counted is not lost); pod GC
-//! leaves terminated Job pods alone (see [`crate::gc`]). A Job whose template changes in
-//! Git is not run again: Kubernetes does not allow that change; give it a new name.
+//! leaves terminated Job pods alone (see [`crate::gc`]). The spec is read from Git on
+//! every pass: a change of `parallelism` (or `completions`, `activeDeadlineSeconds`,
+//! `suspend`) applies to the running Job; a finished Job is not run again when its
+//! template changes (Kubernetes does not allow that change): give it a new name.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -369,3 +369,37 @@ fn ttl_deletes_a_cronjob_made_job() {
     sim.step(1);
     assert!(job_pods(&sim, &name).is_empty());
 }
+
+#[test]
+fn forbid_never_runs_two_jobs_over_an_hour_of_slow_runs() {
+    let mut cj = cron("  concurrencyPolicy: Forbid\n");
+    cj.spec.as_mut().unwrap().schedule = "* * * * *".into();
+    let mut sim = sim_with(cj);
+    // Each run takes 90 s, longer than the schedule's minute.
+    let mut started: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut max_active = 0;
+    for _ in 0..(60 * 60 / 5) {
+        sim.step(5);
+        let running: Vec<Job> = jobs(&sim)
+            .into_iter()
+            .filter(|j| !job::is_finished(j.status.as_ref()))
+            .collect();
+        max_active = max_active.max(running.len());
+        for j in &running {
+            let name = meta::name(&j.metadata).to_string();
+            let since = *started.entry(name.clone()).or_insert(sim.now);
+            if sim.now - since >= 90 {
+                succeed_pods(&mut sim, &name);
+            }
+        }
+    }
+    assert_eq!(max_active, 1, "Forbid: one Job at a time");
+    // Runs follow each other: about one every 90-100 s over the hour.
+    assert!(started.len() >= 30, "{} runs", started.len());
+    // History: three successful Jobs kept.
+    let finished = jobs(&sim)
+        .into_iter()
+        .filter(|j| job::is_finished(j.status.as_ref()))
+        .count();
+    assert!(finished <= 3, "{finished} finished Jobs kept");
+}
