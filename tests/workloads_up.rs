@@ -273,7 +273,29 @@ fn a_daemonset_runs_one_pod_per_node() {
         other.as_str(),
         "daemon pods are placed by node affinity"
     );
+
+    // The DaemonSet leaves Git: its pods (and their processes) and its record go.
+    repo.write(
+        "ds.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sys\n",
+    );
+    repo.commit("no daemon");
+    up.wait_for("daemon pods and record removed", T, || {
+        daemon_pods(&up).is_empty() && up.etcd_values("/registry/daemonsets/sys/").is_empty()
+    });
+    up.wait_for("the daemon's process stopped", T, || {
+        !process_running(&node)
+    });
     up.stop();
+}
+
+/// Whether a container process of `node` still runs (the process runtime's shims carry
+/// the node's folder in their command line).
+fn process_running(node: &str) -> bool {
+    let out = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.contains("process-shim") && l.contains(&format!("/{node}/")))
 }
 
 const CRON: &str = "apiVersion: v1
