@@ -6,7 +6,8 @@ use crate::gc::{self, GcConfig};
 use crate::meta;
 use crate::nodelifecycle::{self, NodeLifecycleConfig};
 use crate::state::{Desired, Observed};
-use crate::{bare, deployment, replicaset, scheduler};
+use crate::{bare, cronjob, daemonset, deployment, job, replicaset, scheduler};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Settings of all controllers.
 #[derive(Clone, Debug, Default)]
@@ -21,7 +22,7 @@ pub struct Config {
 #[derive(Debug, Default)]
 pub struct Pass {
     /// Writes of every controller, in order: garbage collection, Git copies,
-    /// Deployments, ReplicaSets, node lifecycle, scheduler.
+    /// Deployments, DaemonSets, CronJobs, Jobs, ReplicaSets, node lifecycle, scheduler.
     pub outcome: Reconciled,
     /// Objects that could not be reconciled (`Deployment default/web`), with why.
     pub errors: Vec<(String, ReconcileError)>,
@@ -56,6 +57,23 @@ pub fn reconcile_all(
             }
         }
     }
+    for ds in &desired.daemon_sets {
+        let r = daemonset::reconcile(ctx, ds, observed, desired.revision.as_deref());
+        record(&mut pass, "DaemonSet", &ds.metadata, r);
+    }
+    for cj in &desired.cron_jobs {
+        let r = cronjob::reconcile(ctx, cj, observed, desired.revision.as_deref());
+        record(&mut pass, "CronJob", &cj.metadata, r);
+    }
+    for j in &desired.jobs {
+        let r = job::reconcile_desired(ctx, j, observed, desired.revision.as_deref());
+        record(&mut pass, "Job", &j.metadata, r);
+    }
+    // Jobs made by CronJobs (observed Jobs with a spec; the others are status records).
+    for j in observed.jobs.iter().filter(|j| j.spec.is_some()) {
+        let r = job::reconcile_observed(ctx, j, observed);
+        record(&mut pass, "Job", &j.metadata, r);
+    }
     for rs in &observed.replica_sets {
         match replicaset::reconcile(ctx, rs, observed) {
             Ok(r) => pass.outcome.merge(r),
@@ -74,4 +92,21 @@ pub fn reconcile_all(
         .merge(nodelifecycle::reconcile(ctx, observed, &config.nodes));
     pass.outcome.merge(scheduler::schedule(ctx, observed));
     pass
+}
+
+/// Merges one controller's outcome into the pass, or records (and logs) its error.
+fn record(
+    pass: &mut Pass,
+    kind: &str,
+    m: &ObjectMeta,
+    result: Result<crate::action::Reconciled, ReconcileError>,
+) {
+    match result {
+        Ok(r) => pass.outcome.merge(r),
+        Err(e) => {
+            let id = format!("{kind} {}/{}", meta::namespace(m), meta::name(m));
+            tracing::warn!(object = %id, error = %e, "not reconciled");
+            pass.errors.push((id, e));
+        }
+    }
 }

@@ -107,6 +107,9 @@ const READ_KINDS: &[&str] = &[
     "Namespace",
     "Deployment",
     "Event",
+    "Job",
+    "CronJob",
+    "DaemonSet",
 ];
 
 /// Runs the controllers against a cache.

@@ -3,8 +3,10 @@
 //! [`collect`] is the garbage collector with background propagation, done in one pass:
 //! a ReplicaSet whose controlling Deployment is no longer in the applied revision is
 //! deleted, then every pod it controlled (the node agent stops a pod's containers when the
-//! pod is gone). Copies of Git objects (bare Pods, Git ReplicaSets, Namespaces) and
-//! Deployment status records go when Git no longer declares them. Objects nobody in
+//! pod is gone); likewise a Job whose CronJob is gone, and the pods of a Job that is
+//! neither in Git nor observed. Copies of Git objects (bare Pods, Git ReplicaSets,
+//! Namespaces) and the status records of Deployments, DaemonSets, CronJobs and Jobs go
+//! when Git no longer declares them. Objects nobody in
 //! kommit made (no controller reference, not from Git) are left alone.
 //!
 //! [`pod_gc`] is Kubernetes' pod GC: pods bound to a node that no longer exists, pods
@@ -85,12 +87,35 @@ pub fn collect(
         .filter(|u| !gone_rs.contains(u))
         .collect();
 
+    // Jobs: those CronJobs made, and the status records of Git Jobs.
+    let mut live_jobs: HashSet<&str> = HashSet::new();
+    for j in &observed.jobs {
+        let m = &j.metadata;
+        let ns = meta::namespace(m);
+        let orphaned = match meta::controller_of(m) {
+            Some(owner) => desired_owner_gone(desired, &owner.kind, ns, &owner.name, &owner.uid),
+            None if j.spec.is_none() => desired.uid_of("Job", ns, meta::name(m)).is_none(),
+            None => false,
+        };
+        if orphaned {
+            out.actions.extend(delete("Job", m));
+        } else if j.spec.is_some()
+            && let Some(uid) = m.uid.as_deref()
+        {
+            live_jobs.insert(uid);
+        }
+    }
+
     // Then pods.
     for pod in &observed.pods {
         let m = &pod.metadata;
         let ns = meta::namespace(m);
         let orphaned = match meta::controller_of(m) {
             Some(owner) if owner.kind == "ReplicaSet" => !live_rs.contains(owner.uid.as_str()),
+            Some(owner) if owner.kind == "Job" => {
+                !live_jobs.contains(owner.uid.as_str())
+                    && desired.uid_of("Job", ns, &owner.name).as_deref() != Some(&owner.uid)
+            }
             Some(owner) => desired_owner_gone(desired, &owner.kind, ns, &owner.name, &owner.uid),
             None => is_from_git(m) && desired.uid_of("Pod", ns, meta::name(m)).is_none(),
         };
@@ -107,6 +132,26 @@ pub fn collect(
             .is_none()
         {
             out.actions.extend(delete("Deployment", m));
+        }
+    }
+
+    // Status records of DaemonSets and CronJobs no longer in Git.
+    for d in &observed.daemon_sets {
+        let m = &d.metadata;
+        if desired
+            .uid_of("DaemonSet", meta::namespace(m), meta::name(m))
+            .is_none()
+        {
+            out.actions.extend(delete("DaemonSet", m));
+        }
+    }
+    for c in &observed.cron_jobs {
+        let m = &c.metadata;
+        if desired
+            .uid_of("CronJob", meta::namespace(m), meta::name(m))
+            .is_none()
+        {
+            out.actions.extend(delete("CronJob", m));
         }
     }
 
@@ -148,7 +193,7 @@ pub fn collect(
 /// kommit does not make from Git are never judged gone.
 fn desired_owner_gone(desired: &Desired, kind: &str, ns: &str, name: &str, uid: &str) -> bool {
     match kind {
-        "Deployment" | "DaemonSet" | "Job" | "ReplicaSet" => {
+        "Deployment" | "DaemonSet" | "Job" | "CronJob" | "ReplicaSet" => {
             desired.uid_of(kind, ns, name).as_deref() != Some(uid)
         }
         _ => false,
@@ -194,11 +239,15 @@ pub fn pod_gc(
             }
         }
     }
-    // Terminated controller-owned pods beyond the threshold, oldest first.
+    // Terminated controller-owned pods beyond the threshold, oldest first. Job pods are
+    // left to their Job (its counts rest on them; ttlSecondsAfterFinished removes them).
     let mut terminated: Vec<_> = observed
         .pods
         .iter()
-        .filter(|p| podutil::is_terminal(p) && meta::controller_of(&p.metadata).is_some())
+        .filter(|p| {
+            podutil::is_terminal(p)
+                && meta::controller_of(&p.metadata).is_some_and(|o| o.kind != "Job")
+        })
         .filter(|p| !deleted.contains(&(meta::namespace(&p.metadata), meta::name(&p.metadata))))
         .collect();
     if terminated.len() > config.terminated_pod_threshold {

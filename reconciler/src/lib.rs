@@ -15,6 +15,9 @@
 //! | --- | --- |
 //! | [`deployment`] | Deployment → ReplicaSets: RollingUpdate (maxSurge/maxUnavailable), Recreate, rollover, proportional scaling, minReadySeconds, progressDeadlineSeconds, revisionHistoryLimit, status |
 //! | [`replicaset`] | ReplicaSet → Pods: create/delete to the count, deletion ranking, replacement, status |
+//! | [`job`] | Job → Pods: completions, parallelism, Indexed, backoffLimit, activeDeadlineSeconds, ttlSecondsAfterFinished, suspend, status and conditions |
+//! | [`cronjob`] | CronJob → Jobs on a cron schedule (clock from the context): concurrencyPolicy, suspend, startingDeadlineSeconds, history limits |
+//! | [`daemonset`] | DaemonSet → one pod per eligible node (selector, affinity, taints), RollingUpdate (maxUnavailable/maxSurge), OnDelete, status |
 //! | [`bare`] | bare Pods, ReplicaSets and Namespaces from Git copied to observed state |
 //! | [`gc`] | garbage collector (owner gone from the revision → ReplicaSets, then pods) and pod GC |
 //! | [`scheduler`] | filters, scores, binding, `FailedScheduling` |
@@ -41,11 +44,14 @@ pub mod action;
 pub mod bare;
 pub mod context;
 pub mod controllers;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod executor;
 pub mod gc;
 pub mod hash;
+pub mod job;
 pub mod keys;
 pub mod memory;
 pub mod meta;

@@ -4,7 +4,7 @@
 //! `mod_revision`, as in Kubernetes; actions carry it so the executor can compare-and-swap.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -99,7 +99,7 @@ macro_rules! objects {
 }
 
 objects!(
-    Pod, ReplicaSet, Deployment, DaemonSet, Job, Node, Lease, Event, Namespace
+    Pod, ReplicaSet, Deployment, DaemonSet, Job, CronJob, Node, Lease, Event, Namespace
 );
 
 impl Object {

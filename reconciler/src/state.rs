@@ -2,7 +2,7 @@
 //! revision) and observed state (what the cluster made and measured, from the cache).
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
 
@@ -19,10 +19,12 @@ pub struct Desired {
     pub deployments: Vec<Deployment>,
     /// ReplicaSets written directly in Git.
     pub replica_sets: Vec<ReplicaSet>,
-    /// DaemonSets (kept for garbage collection of what they own).
+    /// DaemonSets.
     pub daemon_sets: Vec<DaemonSet>,
-    /// Jobs (kept for garbage collection of what they own).
+    /// Jobs.
     pub jobs: Vec<Job>,
+    /// CronJobs.
+    pub cron_jobs: Vec<CronJob>,
     /// Bare Pods.
     pub pods: Vec<Pod>,
     /// Namespaces.
@@ -57,6 +59,7 @@ impl Desired {
             "ReplicaSet" => find(&self.replica_sets, namespace, name).map(|o| &o.metadata),
             "DaemonSet" => find(&self.daemon_sets, namespace, name).map(|o| &o.metadata),
             "Job" => find(&self.jobs, namespace, name).map(|o| &o.metadata),
+            "CronJob" => find(&self.cron_jobs, namespace, name).map(|o| &o.metadata),
             "Pod" => find(&self.pods, namespace, name).map(|o| &o.metadata),
             "Service" => find(&self.services, namespace, name).map(|o| &o.metadata),
             "ConfigMap" => find(&self.config_maps, namespace, name).map(|o| &o.metadata),
@@ -73,8 +76,9 @@ impl Desired {
 }
 
 /// Observed objects read from the cache, each with `metadata.resourceVersion` set to its
-/// key's `mod_revision`. Deployment entries are status records (metadata and status of a
-/// Deployment whose spec is in Git).
+/// key's `mod_revision`. Deployment, DaemonSet and CronJob entries are status records
+/// (metadata and status of an object whose spec is in Git). Jobs are either status records
+/// of Git Jobs (no `spec`) or whole Jobs a CronJob made (with `spec`, controlled by it).
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// ReplicaSets (made by Deployments, or copied from Git).
@@ -91,6 +95,12 @@ pub struct Observed {
     pub deployments: Vec<Deployment>,
     /// Events.
     pub events: Vec<Event>,
+    /// Jobs: status records of Git Jobs, and Jobs made by CronJobs.
+    pub jobs: Vec<Job>,
+    /// CronJob status records.
+    pub cron_jobs: Vec<CronJob>,
+    /// DaemonSet status records.
+    pub daemon_sets: Vec<DaemonSet>,
 }
 
 impl Observed {
@@ -106,7 +116,9 @@ impl Observed {
                 Object::Namespace(x) => o.namespaces.push(x),
                 Object::Deployment(x) => o.deployments.push(x),
                 Object::Event(x) => o.events.push(x),
-                Object::DaemonSet(_) | Object::Job(_) => {}
+                Object::DaemonSet(x) => o.daemon_sets.push(x),
+                Object::Job(x) => o.jobs.push(x),
+                Object::CronJob(x) => o.cron_jobs.push(x),
             }
         }
         o
@@ -127,6 +139,27 @@ impl Observed {
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| meta::name(&n.metadata) == name)
+    }
+
+    /// The observed Job `ns/name` (a Git Job's status record, or a Job a CronJob made).
+    pub fn job(&self, ns: &str, name: &str) -> Option<&Job> {
+        self.jobs
+            .iter()
+            .find(|d| meta::name(&d.metadata) == name && meta::namespace(&d.metadata) == ns)
+    }
+
+    /// The status record of a CronJob.
+    pub fn cron_job_status(&self, ns: &str, name: &str) -> Option<&CronJob> {
+        self.cron_jobs
+            .iter()
+            .find(|d| meta::name(&d.metadata) == name && meta::namespace(&d.metadata) == ns)
+    }
+
+    /// The status record of a DaemonSet.
+    pub fn daemon_set_status(&self, ns: &str, name: &str) -> Option<&DaemonSet> {
+        self.daemon_sets
+            .iter()
+            .find(|d| meta::name(&d.metadata) == name && meta::namespace(&d.metadata) == ns)
     }
 
     /// The status record of a Deployment.

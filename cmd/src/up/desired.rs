@@ -16,6 +16,7 @@ pub fn from_snapshot(snapshot: &Snapshot) -> Desired {
             Object::ReplicaSet(x) => d.replica_sets.push(x.clone()),
             Object::DaemonSet(x) => d.daemon_sets.push(x.clone()),
             Object::Job(x) => d.jobs.push(x.clone()),
+            Object::CronJob(x) => d.cron_jobs.push(x.clone()),
             Object::Pod(x) => d.pods.push(x.clone()),
             Object::Namespace(x) => d.namespaces.push(x.clone()),
             Object::Service(x) => d.services.push(x.clone()),

@@ -226,6 +226,7 @@ pub async fn compute(cache: &Cache, desired: &Desired) -> Result<Progress, kommi
             .lines
             .insert(format!("Pod {ns}/{name}"), format!("{ns}/{name}: {state}"));
     }
+    workloads(cache, desired, &pods, &mut explained, &mut progress).await?;
     let leftover = pods
         .iter()
         .filter(|p| {
@@ -241,6 +242,81 @@ pub async fn compute(cache: &Cache, desired: &Desired) -> Result<Progress, kommi
     }
     Ok(progress)
 }
+
+/// Jobs (done when Complete or Failed) and DaemonSets (done when every node that should
+/// run one has an updated, ready pod); the pods of both, and of Jobs CronJobs made, are
+/// accounted for.
+async fn workloads(
+    cache: &Cache,
+    desired: &Desired,
+    pods: &[Pod],
+    explained: &mut BTreeSet<String>,
+    progress: &mut Progress,
+) -> Result<(), kommit_cache::Error> {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::batch::v1::Job;
+    let jobs: Vec<Job> = list(cache, "/registry/jobs/").await?;
+    let mut owners: BTreeSet<String> = jobs.iter().filter_map(|j| j.metadata.uid.clone()).collect();
+    for j in &desired.jobs {
+        let (ns, name) = (meta::namespace(&j.metadata), meta::name(&j.metadata));
+        owners.insert(meta::desired_uid("Job", &j.metadata));
+        let status = jobs
+            .iter()
+            .find(|r| meta::namespace(&r.metadata) == ns && meta::name(&r.metadata) == name)
+            .and_then(|r| r.status.clone())
+            .unwrap_or_default();
+        let completions = j.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
+        let succeeded = status.succeeded.unwrap_or(0);
+        let state = if let Some(c) = kommit_reconciler::job::true_condition(&status, "Failed") {
+            format!("Failed ({})", c.reason.as_deref().unwrap_or(""))
+        } else if kommit_reconciler::job::true_condition(&status, "Complete").is_some() {
+            format!("Complete ({succeeded}/{completions} succeeded)")
+        } else {
+            progress.converged = false;
+            format!(
+                "{} active, {succeeded}/{completions} succeeded",
+                status.active.unwrap_or(0)
+            )
+        };
+        progress
+            .lines
+            .insert(format!("Job {ns}/{name}"), format!("{ns}/{name}: {state}"));
+    }
+    let records: Vec<DaemonSet> = list(cache, "/registry/daemonsets/").await?;
+    for d in &desired.daemon_sets {
+        let (ns, name) = (meta::namespace(&d.metadata), meta::name(&d.metadata));
+        owners.insert(meta::desired_uid("DaemonSet", &d.metadata));
+        let st = records
+            .iter()
+            .find(|r| meta::namespace(&r.metadata) == ns && meta::name(&r.metadata) == name)
+            .and_then(|r| r.status.clone());
+        let line = match &st {
+            Some(s) => format!(
+                "{ns}/{name}: {}/{} ready (daemon)",
+                s.number_ready, s.desired_number_scheduled
+            ),
+            None => format!("{ns}/{name}: not synced yet (daemon)"),
+        };
+        let done = st.as_ref().is_some_and(|s| {
+            s.observed_generation == Some(d.metadata.generation.unwrap_or(1))
+                && s.number_ready == s.desired_number_scheduled
+                && s.current_number_scheduled == s.desired_number_scheduled
+                && s.updated_number_scheduled == Some(s.desired_number_scheduled)
+                && s.number_misscheduled == 0
+        });
+        if !done {
+            progress.converged = false;
+        }
+        progress
+            .lines
+            .insert(format!("DaemonSet {ns}/{name}"), line);
+    }
+    for p in pods {
+        if meta::controller_of(&p.metadata).is_some_and(|o| owners.contains(&o.uid)) {
+            explained.insert(p.metadata.uid.clone().unwrap_or_default());
+        }
+    }
+    Ok(())
 
 #[cfg(test)]
 mod tests {
