@@ -317,6 +317,7 @@ async fn workloads(
         }
     }
     Ok(())
+}
 
 #[cfg(test)]
 mod tests {
