@@ -27,6 +27,17 @@ pub fn free_port() -> u16 {
 
 impl Up {
     pub fn start(repo: &Path, data_dir: &Path, runtime: &str, node: &str) -> Up {
+        Up::start_with(repo, data_dir, runtime, node, &[])
+    }
+
+    /// As [`Up::start`], with more command-line arguments for `kommit up`.
+    pub fn start_with(
+        repo: &Path,
+        data_dir: &Path,
+        runtime: &str,
+        node: &str,
+        extra_args: &[&str],
+    ) -> Up {
         let port = free_port();
         let etcd = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kommit"))
@@ -42,6 +53,7 @@ impl Up {
                 &etcd,
             ])
             .args(["--poll-ms", "200"])
+            .args(extra_args)
             .env("KOMMIT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
