@@ -465,11 +465,10 @@ impl View {
                     r.status.state,
                     r.spec.subject()
                 ));
-                let style = indicatif::ProgressStyle::with_template(
-                    "  {prefix:32} [{bar:24}] {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("#>-");
+                let style =
+                    indicatif::ProgressStyle::with_template("  {prefix:32} [{bar:24}] {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("#>-");
                 for o in &r.status.objects {
                     let id = o.id();
                     let pb = match bars.iter().find(|(k, _)| *k == id) {

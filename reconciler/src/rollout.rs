@@ -19,6 +19,11 @@
 //! (a container waiting in `CrashLoopBackOff` after [`CRASH_LOOP_RESTARTS`] restarts),
 //! when a Job of the revision fails, or when a bare Pod of the revision ends `Failed`.
 //! Conditions that date from before the rollout started are not held against it.
+//!
+//! A rollout is Converged once the revision has stayed converged for
+//! [`SETTLE_SECONDS`] (`status.readySince` records since when): without it a pod that
+//! exits right after starting would count as ready, and a final record could never
+//! report its crash loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,6 +47,10 @@ pub const RECORD_PREFIX: &str = "/registry/commits/";
 pub const STATE_LABEL: &str = "kommit.dev/state";
 /// Restarts after which a container waiting in `CrashLoopBackOff` fails the rollout.
 pub const CRASH_LOOP_RESTARTS: i32 = 3;
+/// Seconds the revision must stay converged before its record says Converged: a pod
+/// that starts, counts as ready and exits at once is caught here, not after the record
+/// became final.
+pub const SETTLE_SECONDS: i64 = 3;
 
 /// The cache key of the record of `commit` (full hex id).
 pub fn record_key(commit: &str) -> String {
@@ -633,6 +642,9 @@ pub struct CommitStatus {
     /// When the rollout ended (any final state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// Since when everything has been updated and ready (reset when that stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Time>,
     /// The newer commit that superseded this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
@@ -751,6 +763,18 @@ impl CommitRecord {
                 format!("{}: {}", f.object, f.message),
                 now,
             );
+        } else if a.converged
+            && now.as_second()
+                - self
+                    .status
+                    .ready_since
+                    .get_or_insert_with(|| time(now))
+                    .0
+                    .as_second()
+                < SETTLE_SECONDS
+        {
+            self.status.message =
+                format!("everything is updated and ready; settling for {SETTLE_SECONDS}s");
         } else if a.converged {
             let ready: i32 = a.objects.iter().map(|o| o.ready).sum();
             self.finish(
@@ -765,6 +789,7 @@ impl CommitRecord {
                 now,
             );
         } else {
+            self.status.ready_since = None;
             let mut waiting: Vec<String> = a
                 .objects
                 .iter()

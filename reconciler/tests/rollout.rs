@@ -166,6 +166,8 @@ fn a_failed_job_fails_the_rollout_and_a_rolled_out_daemonset_is_healthy() {
         "2026-01-01T10:01:00Z".parse().unwrap(),
     );
     later.observe(&a, "2026-01-01T10:01:01Z".parse().unwrap());
+    assert_eq!(later.status.state, RolloutState::Progressing);
+    later.observe(&a, "2026-01-01T10:01:04Z".parse().unwrap());
     assert_eq!(later.status.state, RolloutState::Converged);
 }
 
@@ -282,6 +284,53 @@ fn no_progress_within_the_deadline_fails_with_progress_deadline_exceeded() {
     assert_eq!(third.status.state, RolloutState::Progressing);
     follow(&mut sim, &mut third, 60);
     assert_eq!(third.status.state, RolloutState::Converged);
+}
+
+#[test]
+fn converged_only_after_staying_ready_for_the_settle_time() {
+    let (desired, mut observed) = scenario("crashloop.yaml");
+    // The old ReplicaSet and its pod are gone; the new pod is up and ready.
+    observed
+        .replica_sets
+        .retain(|rs| rs.metadata.name.as_deref() == Some("web-new"));
+    observed
+        .pods
+        .retain(|p| p.metadata.name.as_deref() == Some("web-new-aaaaa"));
+    let ready = |observed: &mut Observed, yes: bool| {
+        let pod = &mut observed.pods[0];
+        make_ready(pod, t(0));
+        if !yes {
+            let st = pod.status.as_mut().unwrap();
+            st.conditions.as_mut().unwrap()[0].status = "False".into();
+        }
+    };
+    ready(&mut observed, true);
+    let mut r = CommitRecord::applied(spec(&sha(1)), vec![], t(0));
+    r.observe(&assess(&desired, &observed), t(1));
+    assert_eq!(r.status.state, RolloutState::Progressing);
+    assert_eq!(r.status.ready_since.as_ref().unwrap().0, t(1));
+    assert!(
+        r.status.message.contains("settling"),
+        "{}",
+        r.status.message
+    );
+    // The pod exits and is not ready any more: the clock starts again.
+    ready(&mut observed, false);
+    r.observe(&assess(&desired, &observed), t(2));
+    assert_eq!(r.status.ready_since, None);
+    ready(&mut observed, true);
+    r.observe(&assess(&desired, &observed), t(3));
+    r.observe(
+        &assess(&desired, &observed),
+        t(3 + rollout::SETTLE_SECONDS - 1),
+    );
+    assert_eq!(r.status.state, RolloutState::Progressing);
+    r.observe(&assess(&desired, &observed), t(3 + rollout::SETTLE_SECONDS));
+    assert_eq!(r.status.state, RolloutState::Converged);
+    assert_eq!(
+        r.status.end_time.as_ref().unwrap().0,
+        t(3 + rollout::SETTLE_SECONDS)
+    );
 }
 
 #[test]

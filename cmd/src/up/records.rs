@@ -193,6 +193,9 @@ async fn run(
                     }
                 }
             }
+            // A rollout in progress is looked at every second as well: settling is
+            // a matter of time, not of a change.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if current.is_some() => {}
             batch = watcher.recv() => {
                 match batch {
                     Some(b) if !b.canceled => {
