@@ -1,6 +1,7 @@
 //! Rollout records through the real `kommit up` (process runtime) and `kommit status`:
 //! a good commit converges, a bad one is rejected with its errors, one stuck mid-rollout
-//! is superseded by the next, one past its progress deadline fails; `kommit status`
+//! is superseded by the next, one past its progress deadline fails, one that crash-loops
+//! fails; `kommit status`
 //! shows each, `--history` lists them and `-w` exits by the rollout's end.
 #![allow(clippy::unwrap_used)]
 
@@ -258,5 +259,52 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     .map(|(sha, st)| (sha[..8].to_owned(), (*st).to_owned()))
     .collect();
     assert_eq!(rows, expect, "{}", text(&history));
+    remove_workloads(&repo, &up);
+    up.stop();
+}
+
+/// Commits a manifest without workloads and waits until their pods are gone (pods
+/// outlive `kommit up` by design).
+fn remove_workloads(repo: &GitRepo, up: &Up) {
+    repo.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rec\n",
+    );
+    repo.commit("remove web");
+    up.wait_for("pods removed", T, || {
+        up.etcd_values("/registry/pods/rec/").is_empty()
+    });
+}
+
+#[test]
+fn a_crash_looping_rollout_fails_and_names_the_pod() {
+    let node = node_name("records-crash");
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    repo.write(
+        "app.yaml",
+        &manifest(1, "a", "", None).replace("args: [sleep]", "args: [exit, --code, \"3\"]"),
+    );
+    let crash = repo.commit("web: exits at once");
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    wait_applied(&up, &crash);
+    // It starts, counts as ready for a moment, exits, and is restarted with back-off
+    // until it has crash-looped 3 times (about 35 s).
+    let failed = status(data.path(), &["--follow"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let r = wait_state(&up, &crash, "Failed");
+    assert_eq!(r["status"]["reason"], "CrashLoopBackOff", "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Deployment rec/web: pod web-") && message.contains("crash-looping"),
+        "{r}"
+    );
+    assert_eq!(r["status"]["objects"][0]["health"], "Failed", "{r}");
+    assert!(
+        text(&failed).contains(&format!("commit {} Failed", &crash[..8])),
+        "{}",
+        text(&failed)
+    );
+    remove_workloads(&repo, &up);
     up.stop();
 }
