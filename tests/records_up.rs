@@ -1,8 +1,8 @@
 //! Rollout records through the real `kommit up` (process runtime) and `kommit status`:
 //! a good commit converges, a bad one is rejected with its errors, one stuck mid-rollout
 //! is superseded by the next, one past its progress deadline fails, one that crash-loops
-//! fails; `kommit status`
-//! shows each, `--history` lists them and `-w` exits by the rollout's end.
+//! fails; `kommit status` shows each, `--history` lists them and `-w` exits by the
+//! rollout's end.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -73,6 +73,20 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `kommit status --history` as (short commit, state) rows.
+fn history(data: &Path) -> Vec<(String, String)> {
+    let out = status(data, &["--history"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+        })
+        .collect()
 }
 
 fn record(up: &Up, sha: &str) -> Value {
@@ -238,16 +252,7 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     );
 
     // The history, newest first.
-    let history = status(data.path(), &["--history"]);
-    assert!(history.status.success(), "{}", text(&history));
-    let rows: Vec<(String, String)> = String::from_utf8_lossy(&history.stdout)
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
-        })
-        .collect();
+    let rows = history(data.path());
     let expect: Vec<(String, String)> = [
         (&late, "Failed"),
         (&fixed, "Converged"),
@@ -258,7 +263,21 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     .iter()
     .map(|(sha, st)| (sha[..8].to_owned(), (*st).to_owned()))
     .collect();
-    assert_eq!(rows, expect, "{}", text(&history));
+    assert_eq!(rows, expect);
+    up.wait_line(
+        &format!("rollout of {} superseded by {}", &stuck[..8], &fixed[..8]),
+        T,
+    );
+    up.wait_line(
+        &format!("rollout of {} failed: ProgressDeadlineExceeded", &late[..8]),
+        T,
+    );
+
+    // A restart keeps every record (and writes its new etcd address for kommit status).
+    up.stop();
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    up.wait_line("resuming at applied commit", T);
+    assert_eq!(history(data.path()), expect);
     remove_workloads(&repo, &up);
     up.stop();
 }
