@@ -103,7 +103,14 @@ fn unknown_resource(group: &str, version: &str, plural: &str) -> ApiError {
     ))
 }
 
-fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
+/// What a path names. A write names any subresource (`scale`, `eviction`, ...): it is
+/// refused with the Git message whatever it is.
+fn parse_target(
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    reading: bool,
+) -> Result<Target, ApiError> {
     let find = |plural: &str| {
         discovery::find(group, version, plural)
             .ok_or_else(|| unknown_resource(group, version, plural))
@@ -154,6 +161,7 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
         )));
     }
     if let Some(sub) = &t.sub
+        && reading
         && !t.res.subresources.contains(&sub.as_str())
     {
         return Err(ApiError::no_such_path(format!(
@@ -253,7 +261,7 @@ async fn dispatch(
             )));
         }
     };
-    let target = parse_target(group, version, rest)?;
+    let target = parse_target(group, version, rest, reading)?;
     if !reading {
         return Err(refuse_write(s, method, &target, req).await);
     }
