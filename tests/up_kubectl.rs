@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::GitRepo;
-use up_support::{Up, node_name};
+use up_support::{DockerCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -206,6 +206,26 @@ fn kubeconfig(data: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The URL `kommit up` printed, and kubectl with the kubeconfig `kommit kubeconfig`
+/// prints for it.
+fn connect(up: &Up, data: &Path, home: &Path) -> (Kubectl, String) {
+    let line = up.wait_line("Kubernetes API: https://127.0.0.1:", T);
+    let url = up.output.lock().unwrap()[line]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let config = kubeconfig(data);
+    assert!(config.contains(&format!("server: {url}\n")), "{config}");
+    let kubeconfig_file = home.join("kubeconfig");
+    std::fs::write(&kubeconfig_file, &config).unwrap();
+    let k = Kubectl {
+        kubeconfig: kubeconfig_file,
+        home: home.to_path_buf(),
+    };
+    (k, url)
+}
+
 #[test]
 fn kubectl_reads_the_cluster_kommit_up_runs() {
     let node = node_name("up-kubectl");
@@ -223,20 +243,7 @@ fn kubectl_reads_the_cluster_kommit_up_runs() {
         &node,
         &["--api-listen", "127.0.0.1:0"],
     );
-    let line = up.wait_line("Kubernetes API: https://127.0.0.1:", T);
-    let url = up.output.lock().unwrap()[line]
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string();
-    let config = kubeconfig(data.path());
-    assert!(config.contains(&format!("server: {url}\n")), "{config}");
-    let kubeconfig_file = home.path().join("kubeconfig");
-    std::fs::write(&kubeconfig_file, &config).unwrap();
-    let k = Kubectl {
-        kubeconfig: kubeconfig_file,
-        home: home.path().to_path_buf(),
-    };
+    let (k, url) = connect(&up, data.path(), home.path());
 
     up.wait_for("two web pods Running", T, || {
         let out = k.ok(&[
@@ -512,4 +519,71 @@ spec:
 
     up.stop();
     assert!(up.text().contains("Kubernetes API"), "{}", up.text());
+}
+
+/// On Docker: the API on its default address (or the free port it falls back to), pod
+/// IPs from the sandbox, logs through the engine (`--tail`, `-f`), the Pulled event.
+#[test]
+fn kubectl_logs_through_docker() {
+    let node = node_name("up-kubectl-docker");
+    let _cleanup = DockerCleanup(node.clone());
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: ticker
+  namespace: default
+spec:
+  containers:
+  - name: ticker
+    image: kommit.dev/demo:1
+    command: [sh, -c, 'echo ticker up; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done']
+",
+    );
+    repo.commit("ticker");
+    let mut up = Up::start(repo.path(), data.path(), "docker", &node);
+    let (k, _) = connect(&up, data.path(), home.path());
+    up.wait_for("ticker Running", T, || {
+        k.ok(&["get", "pod", "ticker", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    let ip = k.ok(&["get", "pod", "ticker", "-o", "jsonpath={.status.podIP}"]);
+    let out = k.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ticker ") && l.contains(&ip) && l.contains(&node)),
+        "{out}"
+    );
+    assert_ne!(ip, "127.0.0.1", "a Docker pod has its own address");
+
+    let out = k.ok(&["logs", "ticker"]);
+    assert!(out.starts_with("ticker up\n"), "{out}");
+    let last = k.ok(&["logs", "ticker", "--tail=1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    let before: u64 = last.trim().trim_start_matches("tick ").parse().unwrap();
+    let (mut follow, lines) = k.spawn(&["logs", "-f", "ticker", "--tail=1"]);
+    let seen = wait_lines(&lines, "a newer tick through logs -f", |l| {
+        l.strip_prefix("tick ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > before + 1)
+    });
+    assert!(
+        seen[0].starts_with("tick "),
+        "--tail=1 then new lines: {seen:?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let out = k.ok(&["describe", "pod", "ticker"]);
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with("Normal") && l.contains(reason)),
+            "no {reason} event:\n{out}"
+        );
+    }
+    up.stop();
 }
