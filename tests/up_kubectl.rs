@@ -395,6 +395,18 @@ fn kubectl_reads_the_cluster_kommit_up_runs() {
         "{out}"
     );
 
+    let out = k.ok(&["describe", "namespace", "shop"]);
+    assert!(
+        out.contains("Name:         shop") && out.contains("Status:       Active"),
+        "{out}"
+    );
+    let out = k.ok(&["describe", "deployment", "web", "-n", "shop"]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("ScalingReplicaSet") && l.contains("deployment-controller")),
+        "{out}"
+    );
+
     // Logs: whole, -c, --tail.
     let out = k.ok(&["logs", web, "-n", "shop"]);
     assert!(out.starts_with("web says hello\n"), "{out}");

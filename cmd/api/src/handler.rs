@@ -252,6 +252,30 @@ async fn dispatch(
             return Ok(json_response(StatusCode::OK, &doc, ct));
         }
     }
+    // `kubectl describe namespace` lists these by path, without discovery: kommit
+    // enforces no quotas or limit ranges, so there are none.
+    if reading
+        && let [
+            "api",
+            "v1",
+            "namespaces",
+            _,
+            plural @ ("resourcequotas" | "limitranges"),
+        ] = segs.as_slice()
+    {
+        let kind = if *plural == "resourcequotas" {
+            "ResourceQuotaList"
+        } else {
+            "LimitRangeList"
+        };
+        let list = json!({
+            "kind": kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": s.api.cache.current_revision().to_string()},
+            "items": [],
+        });
+        return Ok(object_response(&list, accept));
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (g, v, rest),

@@ -308,3 +308,17 @@ async fn writes_are_refused() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     let _ = Arc::new(());
 }
+
+#[tokio::test]
+async fn quotas_and_limit_ranges_are_empty_lists() {
+    let s = state().await;
+    for (plural, kind) in [
+        ("resourcequotas", "ResourceQuotaList"),
+        ("limitranges", "LimitRangeList"),
+    ] {
+        let (st, _, v) = get(&s, &format!("/api/v1/namespaces/a/{plural}")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["kind"], kind);
+        assert_eq!(v["items"], serde_json::json!([]));
+    }
+}
