@@ -478,6 +478,34 @@ spec:
     let _ = watch.kill();
     let _ = watch.wait();
 
+    // Removing it from Git stops it: the node's Killing event stays readable.
+    up.wait_for("late Running", T, || {
+        k.ok(&[
+            "get",
+            "pod",
+            "late",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]) == "Running"
+    });
+    repo.remove("late.yaml");
+    repo.commit("no late pod");
+    up.wait_for("a Killing event for late", T, || {
+        let out = k.ok(&[
+            "get",
+            "events",
+            "-n",
+            "shop",
+            "--field-selector",
+            "involvedObject.name=late,reason=Killing",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        out.contains("Stopping")
+    });
+
     // Writes are refused with the Git message.
     let other = home.path().join("other.yaml");
     std::fs::write(
@@ -598,4 +626,40 @@ spec:
         );
     }
     up.stop();
+}
+
+/// `--api-listen` on an address in use is an error that names it.
+#[test]
+fn a_taken_api_address_is_a_clear_error() {
+    let repo = GitRepo::init();
+    repo.write(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n",
+    );
+    repo.commit("ns");
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .arg("up")
+        .arg(repo.path())
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .args([
+            "--runtime",
+            "process",
+            "--node-name",
+            &node_name("up-taken"),
+        ])
+        .args(["--etcd-listen", "127.0.0.1:0", "--api-listen", &addr])
+        .env("KOMMIT_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "starting the Kubernetes API on {addr} (--api-listen)"
+        )) && err.contains("in use"),
+        "{err}"
+    );
 }
