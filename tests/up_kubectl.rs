@@ -414,6 +414,16 @@ fn kubectl_reads_the_cluster_kommit_up_runs() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("tick "), "{out}");
 
+    // kubectl picks the pods itself: through the Deployment, by label.
+    let out = k.ok(&["logs", "deployment/web", "-n", "shop", "--tail=1"]);
+    assert!(out.starts_with("tick "), "{out}");
+    let out = k.ok(&["logs", "-l", "app=web", "-n", "shop", "--tail=1"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("tick ")).count(),
+        2,
+        "{out}"
+    );
+
     // logs -f keeps printing what the container writes after it started.
     let before: u64 = k
         .ok(&["logs", web, "-n", "shop", "--tail=1"])

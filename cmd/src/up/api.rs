@@ -90,6 +90,11 @@ pub async fn start(
     let server = match listen {
         Some(addr) => {
             config.listen = addr;
+            if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+                // Clients reach it by that address: the serving certificate names it
+                // (certificates are made at the first start of a data directory).
+                config.hosts.push(addr.ip().to_string());
+            }
             Server::bind(config, state)
                 .await
                 .with_context(|| format!("starting the Kubernetes API on {addr} (--api-listen)"))?
