@@ -4,6 +4,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`api`] | the read-only Kubernetes API (`kommit-api`) and its log source |
 //! | [`source`] | REPO / --branch / --path resolution, the default data directory |
 //! | [`applied`] | the applied revision as a `watch` (read by the node and the API) |
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
@@ -23,6 +24,7 @@
 //!   Docker runtime for those, or workloads that take their port from elsewhere.
 //! - The cache is compacted every minute to its last 10,000 revisions.
 
+pub mod api;
 pub mod applied;
 pub mod control;
 pub mod desired;
@@ -88,6 +90,10 @@ pub struct Args {
     /// loopback port; the address is printed).
     #[arg(long, value_name = "ADDR")]
     etcd_listen: Option<SocketAddr>,
+    /// Where to serve the read-only Kubernetes API (default: 127.0.0.1:6443 when free,
+    /// else a free loopback port; the URL is printed and `kommit kubeconfig` reads it).
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
     /// The local node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -177,6 +183,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     };
     let runtime = pick_runtime(args.runtime, &node_name, &data_dir).await?;
     let (applied_tx, applied_rx) = applied::channel();
+    let api_task = api::start(
+        &data_dir,
+        args.api_listen,
+        cache.clone(),
+        applied_rx.clone(),
+        runtime.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let control = Arc::new(control::CacheControlPlane::new(cache.clone(), applied_rx));
     let agent_task = {
         let mut stop = shutdown_rx.clone();
@@ -364,6 +379,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         let _ = progress_task.await;
         let _ = compact_task.await;
         let _ = grpc_task.await;
+        let _ = api_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(15), wait)
         .await
