@@ -426,6 +426,12 @@ impl PodWorker {
             node_memory_bytes: self.sh.facts.memory_bytes,
             ..Default::default()
         };
+        if crate::spec::service_links(pod) {
+            match self.sh.control.list_services(&self.pod.namespace).await {
+                Ok(list) => ctx.service_env = crate::spec::service_env(&list),
+                Err(e) => return Err(format!("cannot list services: {e}")),
+            }
+        }
         let (cms, secrets) = referenced_objects(pod);
         for name in cms {
             match self

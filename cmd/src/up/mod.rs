@@ -10,6 +10,7 @@
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
+//! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
 //!
 //! Decisions:
 //! - The data directory defaults to `$XDG_STATE_HOME/kommit/<repo>[-<folder>]` (else
@@ -29,6 +30,7 @@ pub mod applied;
 pub mod control;
 pub mod desired;
 pub mod progress;
+pub mod proxy;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -100,6 +102,14 @@ pub struct Args {
     /// How often to check the branch besides file notifications (fetch interval for URLs).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     poll_ms: u64,
+    /// How Services are proxied: auto is iptables when running as root with a working
+    /// iptables and no other kommit owning the chains, else userspace.
+    #[arg(long, value_enum, default_value_t = proxy::ProxyMode::Auto)]
+    proxy_mode: proxy::ProxyMode,
+    /// The range Services' cluster IPs are allocated from (IPv4 CIDR). The default sits in
+    /// 198.18.0.0/15 (RFC 2544), which no LAN, VPN or Docker network uses.
+    #[arg(long, value_name = "CIDR", default_value_t = kommit_reconciler::service::DEFAULT_SERVICE_RANGE)]
+    service_cidr: kommit_reconciler::service::Ipv4Range,
 }
 
 /// Entry point.
@@ -145,6 +155,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir.join("cache"), Options::default())
         .with_context(|| format!("opening the cache in {}", data_dir.display()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
 
     // The etcd v3 API.
     let listener = match args.etcd_listen {
@@ -217,7 +228,18 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let compact_task = tokio::spawn(compact_loop(cache.clone(), shutdown_rx.clone()));
 
     // Resume from the applied revision.
-    let load_options = LoadOptions::with_path(&target.path);
+    let mut load_options = LoadOptions::with_path(&target.path);
+    load_options.service_cidr = kommit_desired::ServiceCidr {
+        base: args.service_cidr.base,
+        prefix: args.service_cidr.prefix,
+    };
+    let reconciler_config = kommit_reconciler::Config {
+        services: kommit_reconciler::service::ServiceConfig {
+            cluster_ips: args.service_cidr,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut applied_commit: Option<ObjectId> = match cache.get(APPLIED_KEY).await? {
         Some(kv) => ObjectId::from_hex(kv.value.as_ref()).ok(),
         None => None,
@@ -268,7 +290,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }
             None => {
                 let (tx, rx) = watch::channel(desired);
-                let executor = Executor::new(cache.clone());
+                let executor = Executor::new(cache.clone()).with_config(reconciler_config.clone());
                 let stop = shutdown_rx.clone();
                 executor_task = Some(tokio::spawn(async move {
                     if let Err(e) = executor.run(rx, stop, |_| {}).await {
@@ -380,6 +402,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         let _ = compact_task.await;
         let _ = grpc_task.await;
         let _ = api_task.await;
+        if let Some(p) = proxy {
+            p.stopped().await;
+        }
     };
     if tokio::time::timeout(Duration::from_secs(15), wait)
         .await
