@@ -11,6 +11,7 @@
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
 //! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
+//! | [`records`] | a rollout record per commit in the cache (`kommit status`, `kubectl get commits`) |
 //!
 //! Decisions:
 //! - The data directory defaults to `$XDG_STATE_HOME/kommit/<repo>[-<folder>]` (else
@@ -31,6 +32,7 @@ pub mod control;
 pub mod desired;
 pub mod progress;
 pub mod proxy;
+pub mod records;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -173,6 +175,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     println!(
         "etcd API: {etcd_addr} (ETCDCTL_API=3 etcdctl --endpoints={etcd_addr} get --prefix /registry/pods/)"
     );
+    let endpoint_file = data_dir.join(records::ETCD_ENDPOINT_FILE);
+    std::fs::write(&endpoint_file, format!("{etcd_addr}\n"))
+        .with_context(|| format!("writing {}", endpoint_file.display()))?;
     let opts = grpc::ServeOptions::for_listener(&listener).context("reading the etcd address")?;
     let grpc_task = {
         let cache = cache.clone();
@@ -226,6 +231,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let compact_task = tokio::spawn(compact_loop(cache.clone(), shutdown_rx.clone()));
+    let (records, records_task) = records::Records::start(cache.clone(), shutdown_rx.clone());
 
     // Resume from the applied revision.
     let mut load_options = LoadOptions::with_path(&target.path);
@@ -271,7 +277,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
     let mut executor_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut desired_tx: Option<watch::Sender<Arc<kommit_reconciler::Desired>>> = None;
-    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| {
+    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| -> Arc<kommit_reconciler::Desired> {
         let desired = Arc::new(desired::from_snapshot(&snapshot));
         applied_tx.send_replace(Some(Arc::new(AppliedState {
             commit: snapshot.commit,
@@ -286,10 +292,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }));
         match &desired_tx {
             Some(tx) => {
-                tx.send_replace(desired);
+                tx.send_replace(desired.clone());
             }
             None => {
-                let (tx, rx) = watch::channel(desired);
+                let (tx, rx) = watch::channel(desired.clone());
                 let executor = Executor::new(cache.clone()).with_config(reconciler_config.clone());
                 let stop = shutdown_rx.clone();
                 executor_task = Some(tokio::spawn(async move {
@@ -300,9 +306,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 desired_tx = Some(tx);
             }
         }
+        desired
     };
     if let Some(s) = &applied_snapshot {
-        apply(s.clone(), Instant::now());
+        let desired = apply(s.clone(), Instant::now());
+        records.resumed(s.commit.to_string(), desired);
     }
 
     let mut config = WatchConfig::new(target.source.clone(), &target.branch);
@@ -366,10 +374,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                     .put(PutRequest::new(APPLIED_KEY, snapshot.commit.to_string()))
                     .await
                     .context("recording the applied revision")?;
+                let spec = records::commit_spec(
+                    &repo,
+                    snapshot.commit,
+                    &target.branch,
+                    applied_snapshot.as_ref().map(|s| s.commit),
+                );
                 let snapshot = Arc::new(snapshot);
                 applied_snapshot = Some(snapshot.clone());
                 previous = Some((*snapshot).clone());
-                apply(snapshot, since);
+                let desired = apply(snapshot, since);
+                records.applied(spec, records::changes(&p), desired);
             }
             Err(LoadError::Rejected(r)) => {
                 println!(
@@ -385,6 +400,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 for e in &r.errors {
                     println!("  {e}");
                 }
+                records.rejected(
+                    records::commit_spec(
+                        &repo,
+                        ev.commit,
+                        &target.branch,
+                        applied_snapshot.as_ref().map(|s| s.commit),
+                    ),
+                    r.errors.iter().map(ToString::to_string).collect(),
+                );
                 previous = Some((*r.partial).clone());
             }
             Err(e) => println!("cannot load {}: {e}", short(&ev.commit)),
@@ -399,6 +423,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             let _ = t.await;
         }
         let _ = progress_task.await;
+        let _ = records_task.await;
         let _ = compact_task.await;
         let _ = grpc_task.await;
         let _ = api_task.await;
