@@ -143,12 +143,20 @@ impl Cluster {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn run(probe: bool) -> f64 {
+fn rounds(v: &[f64]) -> String {
+    v.iter()
+        .map(|t| format!("{t:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn run(probe: bool) -> Vec<f64> {
     let node = format!("bench-rollout-{}-{}", probe, std::process::id());
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
@@ -181,7 +189,7 @@ fn run(probe: bool) -> f64 {
         cluster.wait_converged(round);
         times.push(t.elapsed().as_secs_f64());
     }
-    median(times)
+    times
 }
 
 fn main() {
@@ -197,11 +205,15 @@ fn main() {
     }
     let with_probe = run(true);
     let without = run(false);
+    let (w, wo) = (median(&with_probe), median(&without));
     println!("rollout of 10 replicas (maxSurge 25%), commit to converged, median of {ROUNDS}:");
-    println!("  with a readiness probe (period 1 s): {with_probe:.2} s");
-    println!("  without a probe (kommit's own work): {without:.2} s");
     println!(
-        "  waiting on readiness probes:         {:.2} s",
-        (with_probe - without).max(0.0)
+        "  with a readiness probe (period 1 s): {w:.2} s (rounds: {})",
+        rounds(&with_probe)
     );
+    println!(
+        "  without a probe (kommit's own work): {wo:.2} s (rounds: {})",
+        rounds(&without)
+    );
+    println!("  waiting on readiness probes:         {:.2} s", w - wo);
 }
