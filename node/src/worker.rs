@@ -298,7 +298,7 @@ impl PodWorker {
             let now = Instant::now();
             let started = now.checked_sub(ran_for).unwrap_or(now);
             let view = Arc::new(Mutex::new(ProbeView::default()));
-            let probes = match ContainerProbes::new(c, started) {
+            let mut probes = match ContainerProbes::new(c, started) {
                 Ok(p) => p,
                 Err(e) => {
                     // Validation refuses such pods; a pod that still has one is never ready.
@@ -308,6 +308,19 @@ impl PodWorker {
                     continue;
                 }
             };
+            // What the last report said of this very instance (an agent restart).
+            let container_id = format!("{}://{}", self.sh.runtime.kind().scheme(), l.id);
+            if let Some(prev) = self
+                .last_status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|s| s.container_id.as_deref() == Some(container_id.as_str()))
+                })
+            {
+                probes.resume(prev.started.unwrap_or(false), prev.ready);
+            }
             {
                 let mut v = view.lock().expect("probe view lock");
                 v.started = probes.started();

@@ -315,6 +315,24 @@ impl ContainerProbes {
         })
     }
 
+    /// Carries over what an earlier agent reported for this same instance (started,
+    /// ready), so that restarting the agent does not make running containers unready
+    /// until their next probe; later results count as usual.
+    pub fn resume(&mut self, started: bool, ready: bool) {
+        if started && !self.started {
+            self.started = true;
+            if let Some(s) = &mut self.startup {
+                s.verdict = Some(true);
+            }
+        }
+        if ready
+            && self.started
+            && let Some(r) = &mut self.readiness
+        {
+            r.verdict = Some(true);
+        }
+    }
+
     /// Whether `c` has any probe.
     pub fn any(c: &Container) -> bool {
         c.startup_probe.is_some() || c.liveness_probe.is_some() || c.readiness_probe.is_some()
@@ -634,6 +652,30 @@ mod tests {
         assert_eq!(Instant::now() - start, Duration::from_secs(4));
         assert!(!p.ready(), "a killed container is not ready");
         assert_eq!(ready_seen.first(), Some(&true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_agent_resumes_the_reported_verdicts() {
+        let mut p = ContainerProbes::new(&probed(true, true, true), Instant::now()).unwrap();
+        p.resume(true, true);
+        assert!(p.started() && p.ready());
+        // The next readiness failure counts from there (failureThreshold 2).
+        let mut kinds = Vec::new();
+        while p.ready() {
+            let (kind, at) = p.next().unwrap();
+            tokio::time::sleep_until(at).await;
+            kinds.push(kind);
+            let outcome = match kind {
+                ProbeKind::Readiness => Outcome::Failure("503".into()),
+                _ => Outcome::Success,
+            };
+            p.record(kind, &outcome, Instant::now());
+        }
+        assert_eq!(kinds, [ProbeKind::Readiness, ProbeKind::Readiness]);
+        // Nothing reported ready: a readiness probe must pass first.
+        let mut p = ContainerProbes::new(&probed(false, false, true), Instant::now()).unwrap();
+        p.resume(true, false);
+        assert!(p.started() && !p.ready());
     }
 
     #[test]
