@@ -220,7 +220,7 @@ impl Agent {
                 None => {
                     let (tx, rx) = watch::channel(desired);
                     let wake = Arc::new(Notify::new());
-                    let worker = PodWorker::new(shared.clone(), &pod);
+                    let worker = PodWorker::new(shared.clone(), &pod, wake.clone());
                     let task = tokio::spawn(run_worker(worker, rx, wake.clone(), shared.clone()));
                     workers.insert(uid, WorkerHandle { tx, wake, task });
                 }
