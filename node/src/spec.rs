@@ -34,12 +34,14 @@ pub struct EnvContext {
     pub node_cpu_millis: u64,
     /// Node allocatable memory (bytes) for `resourceFieldRef` without a limit.
     pub node_memory_bytes: u64,
+    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
+    pub mounts: crate::volumes::PodMounts,
 }
 
-/// Names of the ConfigMaps and Secrets a pod's env refers to: `(config_maps, secrets)`.
+/// Names of the ConfigMaps and Secrets a pod's env and volumes refer to:
+/// `(config_maps, secrets)`.
 pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
-    let mut cms = Vec::new();
-    let mut secrets = Vec::new();
+    let (mut cms, mut secrets) = crate::volumes::referenced_objects(pod);
     let Some(spec) = &pod.spec else {
         return (cms, secrets);
     };
@@ -357,7 +359,7 @@ fn pod_namespace(pod: &Pod) -> &str {
     pod.metadata.namespace.as_deref().unwrap_or("default")
 }
 
-fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
+pub(crate) fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
     let md = &pod.metadata;
     let spec = pod.spec.as_ref();
     let subscript = |prefix: &str| -> Option<String> {
@@ -397,7 +399,7 @@ fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String
     })
 }
 
-fn resource_value(
+pub(crate) fn resource_value(
     c: &Container,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
     ctx: &EnvContext,
@@ -462,6 +464,7 @@ pub fn container_config(
         resources: container_resources(c)?,
         spec_hash: container_hash(c),
         termination_grace: termination_grace(pod),
+        mounts: ctx.mounts.get(&c.name).cloned().unwrap_or_default(),
     })
 }
 

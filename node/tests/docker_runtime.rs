@@ -41,6 +41,7 @@ fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> Contai
         resources: Default::default(),
         spec_hash: "h".into(),
         termination_grace: Duration::from_secs(2),
+        mounts: vec![],
     }
 }
 
