@@ -305,6 +305,16 @@ impl Agent {
                 let task = tokio::spawn(remove_stray(runtime, uid.clone(), root));
                 strays.insert(uid, task);
             }
+            // Volume directories of pods that left while no agent ran.
+            for uid in crate::volumes::pod_dirs(&self.config.root_dir) {
+                if !(workers.contains_key(&uid)
+                    || terminating.contains_key(&uid)
+                    || strays.contains_key(&uid)
+                    || now.contains_key(&uid))
+                {
+                    crate::volumes::remove_pod_dir(&self.config.root_dir, &uid);
+                }
+            }
         }
         *fingerprints = now;
         Ok(())

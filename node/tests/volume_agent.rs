@@ -1,6 +1,7 @@
 //! Pod volumes through the agent on both runtimes: a ConfigMap served from its mounted
 //! file and updated in place without a restart, a Secret with its mode, a downwardAPI
-//! file, an emptyDir shared by two containers, and the pod's files removed with the pod.
+//! file, an emptyDir shared by two containers, and the pod's files removed with the pod (and
+//! those of a pod that left while no agent ran).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -52,6 +53,13 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
         }))
         .unwrap(),
     );
+    // Files of a pod that left while no agent ran.
+    let pods_dir = std::env::temp_dir()
+        .join("kommit-node")
+        .join(node)
+        .join("pods");
+    let ghost = pods_dir.join("ghost-uid");
+    std::fs::create_dir_all(ghost.join("volumes/kubernetes.io~empty-dir/x")).unwrap();
     let agent = start_agent(node, rt.clone(), &control);
     // `${KOMMIT_ROOT}` is empty on Docker and the process runtime's mount view otherwise,
     // so the same script works on both.
@@ -87,6 +95,11 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
         running(s, "server") && running(s, "writer") && running(s, "reader")
     })
     .await;
+    wait_for(LIMIT, "the stray pod directory to be removed", || {
+        let g = ghost.clone();
+        async move { (!g.exists()).then_some(()) }
+    })
+    .await;
     let reader = container_id(&st, "reader");
     let server = container_id(&st, "server");
 
@@ -113,12 +126,7 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
     assert_eq!(payload, "v1");
 
     // The files on the node: Kubernetes' layout, modes.
-    let vols = std::env::temp_dir()
-        .join("kommit-node")
-        .join(node)
-        .join("pods")
-        .join(&id)
-        .join("volumes");
+    let vols = pods_dir.join(&id).join("volumes");
     let secret = vols.join("kubernetes.io~secret/creds/password");
     assert_eq!(
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,

@@ -81,6 +81,16 @@ pub fn remove_pod_dir(root: &Path, uid: &str) {
     }
 }
 
+/// The uids that have a directory under `<root>/pods`.
+pub fn pod_dirs(root: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(root.join("pods")) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect()
+}
+
 /// Names of the ConfigMaps and Secrets a pod's volumes refer to: `(config_maps, secrets)`.
 pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
     let mut cms = Vec::new();
