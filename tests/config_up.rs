@@ -16,7 +16,7 @@ use up_support::{DockerCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(90);
 
-fn deployment(name: &str, restart_on_change: bool) -> String {
+fn deployment(name: &str, restart_on_change: bool, port: u16) -> String {
     let annotations = if restart_on_change {
         "  annotations:\n    kommit.dev/restart-on-config-change: \"true\"\n"
     } else {
@@ -40,7 +40,7 @@ metadata:
       containers:
       - name: web
         image: kommit.dev/demo:1
-        args: [http, --port, \"8080\", --payload-file, /etc/site/index]
+        args: [http, --port, \"{port}\", --payload-file, /etc/site/index]
         volumeMounts:
         - name: site
           mountPath: /etc/site
@@ -52,7 +52,7 @@ metadata:
     )
 }
 
-fn manifests(index: &str) -> String {
+fn manifests(index: &str, deployments: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Namespace
@@ -67,16 +67,18 @@ metadata:
 data:
   index: \"{index}\"
 ---
-{}---
-{}",
-        deployment("plain", false),
-        deployment("rolled", true)
+{deployments}"
     )
 }
 
 /// `GET http://<ip>:8080<path>` from the host; the body, or None.
 fn http_get(ip: &str, path: &str) -> Option<String> {
-    let addr: std::net::SocketAddr = format!("{ip}:8080").parse().ok()?;
+    http_get_at(&format!("{ip}:8080"), path)
+}
+
+fn http_get_at(addr: &str, path: &str) -> Option<String> {
+    let ip = addr;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
@@ -113,7 +115,12 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
     let _cleanup = DockerCleanup(node.clone());
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
-    repo.write("app.yaml", &manifests("version one"));
+    let both = format!(
+        "{}---\n{}",
+        deployment("plain", false, 8080),
+        deployment("rolled", true, 8080)
+    );
+    repo.write("app.yaml", &manifests("version one", &both));
     repo.commit("site v1");
 
     let mut up = Up::start(repo.path(), data.path(), "docker", &node);
@@ -130,7 +137,7 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
     }
     let (plain, rolled) = (first[0].clone(), first[1].clone());
 
-    repo.write("app.yaml", &manifests("version two"));
+    repo.write("app.yaml", &manifests("version two", &both));
     repo.commit("site v2");
 
     // The plain Deployment: the same pod and container serve the new file.
@@ -157,5 +164,54 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
     });
     // Rolling one Deployment left the other alone.
     assert_eq!(running_pod(&up, "plain").unwrap().2, plain.2);
+    up.stop();
+}
+
+/// The process runtime has no mount namespace: the demo server's `--payload-file
+/// /etc/site/index` is rewritten to the file on the node, which a commit updates in place.
+#[test]
+fn config_map_files_update_in_place_on_the_process_runtime() {
+    let node = node_name("config-proc");
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    let port = up_support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let plain = deployment("plain", false, port);
+    repo.write("app.yaml", &manifests("version one", &plain));
+    repo.commit("site v1");
+
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    up.wait_line("accepted", T);
+    let mut first = None;
+    up.wait_for("the pod serves the mounted ConfigMap", T, || {
+        first = running_pod(&up, "plain");
+        first.is_some() && http_get_at(&addr, "/payload").as_deref() == Some("version one")
+    });
+    let first = first.unwrap();
+
+    repo.write("app.yaml", &manifests("version two", &plain));
+    repo.commit("site v2");
+    up.wait_for("the pod serves the changed ConfigMap", T, || {
+        http_get_at(&addr, "/payload").as_deref() == Some("version two")
+    });
+    let now = running_pod(&up, "plain").unwrap();
+    assert_eq!(
+        (&now.0, &now.2, now.3),
+        (&first.0, &first.2, 0),
+        "same pod, no restart"
+    );
+
+    // The Deployment goes: its process stops and the pod's files are removed.
+    repo.write("app.yaml", &manifests("version two", ""));
+    repo.commit("no deployment");
+    let pods_dir = data.path().join("node").join("pods");
+    up.wait_for("the pod and its files removed", T, || {
+        up.etcd_values("/registry/pods/conf/").is_empty()
+            && std::fs::read_dir(&pods_dir).is_ok_and(|mut d| d.next().is_none())
+    });
+    assert!(
+        http_get_at(&addr, "/payload").is_none(),
+        "the server stopped"
+    );
     up.stop();
 }
