@@ -1,7 +1,7 @@
 //! Pod volumes through the agent on both runtimes: a ConfigMap served from its mounted
 //! file and updated in place without a restart, a Secret with its mode, a downwardAPI
-//! file, an emptyDir shared by two containers, and the pod's files removed with the pod (and
-//! those of a pod that left while no agent ran).
+//! file, a subPath mount, an emptyDir shared by two containers, and the pod's files
+//! removed with the pod (and those of a pod that left while no agent ran).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -79,11 +79,12 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
                  "args": ["http", "--port", port.to_string(), "--payload-file", "/etc/site/index"],
                  "volumeMounts": [{"name": "site", "mountPath": "/etc/site"}]},
                 {"name": "writer", "image": IMAGE, "command": ["sh", "-c"],
-                 "args": ["echo \"`cat ${KOMMIT_ROOT}/etc/creds/password` `cat ${KOMMIT_ROOT}/etc/info/name`\" > ${KOMMIT_ROOT}/out/line; exec sleep 3600"],
+                 "args": ["echo \"`cat ${KOMMIT_ROOT}/etc/creds/password` `cat ${KOMMIT_ROOT}/etc/info/name` `cat ${KOMMIT_ROOT}/page`\" > ${KOMMIT_ROOT}/out/line; exec sleep 3600"],
                  "volumeMounts": [
                      {"name": "creds", "mountPath": "/etc/creds"},
                      {"name": "info", "mountPath": "/etc/info"},
-                     {"name": "shared", "mountPath": "/out"}]},
+                     {"name": "shared", "mountPath": "/out"},
+                     {"name": "site", "mountPath": "/page", "subPath": "index"}]},
                 {"name": "reader", "image": IMAGE, "command": ["sh", "-c", "exec sleep 3600"],
                  "volumeMounts": [{"name": "shared", "mountPath": "/in", "readOnly": true}]},
             ],
@@ -114,7 +115,7 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
         }
     })
     .await;
-    assert_eq!(line, "s3cret vols\n");
+    assert_eq!(line, "s3cret vols v1\n", "secret, downwardAPI, subPath file");
 
     // The server reads the ConfigMap's file.
     let url = format!("{wget} -qO- http://127.0.0.1:{port}/payload");
