@@ -115,7 +115,10 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
         }
     })
     .await;
-    assert_eq!(line, "s3cret vols v1\n", "secret, downwardAPI, subPath file");
+    assert_eq!(
+        line, "s3cret vols v1\n",
+        "secret, downwardAPI, subPath file"
+    );
 
     // The server reads the ConfigMap's file.
     let url = format!("{wget} -qO- http://127.0.0.1:{port}/payload");
