@@ -211,7 +211,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let control = Arc::new(control::CacheControlPlane::new(cache.clone(), applied_rx));
     let agent_task = {
         let mut stop = shutdown_rx.clone();
-        let agent = Agent::new(AgentConfig::new(node_name.clone()), runtime, control);
+        let config = AgentConfig {
+            root_dir: data_dir.join("node"),
+            ..AgentConfig::new(node_name.clone())
+        };
+        let agent = Agent::new(config, runtime, control);
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop.wait_for(|s| *s).await;
