@@ -75,6 +75,27 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// kubectl with the kubeconfig `kommit kubeconfig` prints; its stdout.
+fn kubectl(data: &Path, home: &Path, args: &[&str]) -> String {
+    let config = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["kubeconfig", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .expect("kommit kubeconfig runs");
+    assert!(config.status.success(), "{}", text(&config));
+    let file = home.join("kubeconfig");
+    std::fs::write(&file, &config.stdout).unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&file)
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECACHEDIR", home.join("cache"))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `kommit status --history` as (short commit, state) rows.
 fn history(data: &Path) -> Vec<(String, String)> {
     let out = status(data, &["--history"]);
@@ -272,6 +293,32 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
         &format!("rollout of {} failed: ProgressDeadlineExceeded", &late[..8]),
         T,
     );
+
+    // The same records through the Kubernetes API kommit up serves, with real kubectl.
+    up.wait_line("Kubernetes API: https://", T);
+    let home = tempfile::tempdir().unwrap();
+    let out = kubectl(data.path(), home.path(), &["get", "commits"]);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("COMMIT") && h.contains("STATE")),
+        "{out}"
+    );
+    for (sha, state) in [
+        (&good, "Converged"),
+        (&bad, "Rejected"),
+        (&stuck, "Superseded"),
+        (&fixed, "Converged"),
+        (&late, "Failed"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(sha.as_str()) && l.contains(state)),
+            "{sha} {state}:\n{out}"
+        );
+    }
+    let out = kubectl(data.path(), home.path(), &["describe", "kc", &late[..8]]);
+    assert!(out.contains("ProgressDeadlineExceeded"), "{out}");
 
     // A restart keeps every record (and writes its new etcd address for kommit status).
     up.stop();
