@@ -28,7 +28,8 @@
 //!   and unknown tokens get 401 with a `Status` body.
 //! - Discovery ([`discovery`]): `/version`, `/api`, `/apis`, `/api/v1`, `/apis/G/V`, plain
 //!   and aggregated (`apidiscovery.k8s.io/v2`); verbs get, list, watch; short names and
-//!   the `all` category.
+//!   the `all` category. Besides Kubernetes' kinds, kommit's own `kommit.dev/v1`
+//!   `commits` (short name `kc`): the rollout record of every commit, from the cache.
 //! - Reads ([`objects`]): GET and LIST, namespaced and cluster-wide, label and field
 //!   selectors ([`select`]), `limit`/`continue`, resourceVersion from the cache revision,
 //!   `Table` output ([`table`]) with kubectl's columns, JSON or YAML.
