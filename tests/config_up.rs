@@ -9,6 +9,7 @@ mod support;
 mod up_support;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use support::GitRepo;
@@ -48,6 +49,7 @@ metadata:
       - name: site
         configMap:
           name: site
+          defaultMode: 0640
 "
     )
 }
@@ -188,6 +190,18 @@ fn config_map_files_update_in_place_on_the_process_runtime() {
         first.is_some() && http_get_at(&addr, "/payload").as_deref() == Some("version one")
     });
     let first = first.unwrap();
+    // The file on the node, with `defaultMode: 0640` read as octal, as Kubernetes does.
+    let uid = up.etcd_values("/registry/pods/conf/")[0]["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = data
+        .path()
+        .join("node/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~configmap/site/index");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{}", file.display());
 
     repo.write("app.yaml", &manifests("version two", &plain));
     repo.commit("site v2");
