@@ -147,7 +147,8 @@ pub fn prepare(root: &Path, pod: &Pod, ctx: &EnvContext) -> Result<PodMounts, Vo
     // Secrets live here: only the node's user may look inside (containers see their
     // mounts whatever the parents' modes).
     let pods = root.join("pods");
-    if !pods.exists() {
+    let has_volumes = spec.volumes.as_ref().is_some_and(|v| !v.is_empty());
+    if has_volumes && !pods.exists() {
         std::fs::create_dir_all(&pods)
             .and_then(|()| std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| VolumeError {
