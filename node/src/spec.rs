@@ -26,6 +26,8 @@ pub struct EnvContext {
     pub host_ip: Option<String>,
     /// The pod's IP (`status.podIP`), known once the sandbox exists.
     pub pod_ip: Option<String>,
+    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
+    pub mounts: crate::volumes::PodMounts,
     /// ConfigMaps of the pod's namespace that the pod references, by name.
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// Secrets of the pod's namespace that the pod references, by name.
@@ -34,8 +36,6 @@ pub struct EnvContext {
     pub node_cpu_millis: u64,
     /// Node allocatable memory (bytes) for `resourceFieldRef` without a limit.
     pub node_memory_bytes: u64,
-    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
-    pub mounts: crate::volumes::PodMounts,
 }
 
 /// Names of the ConfigMaps and Secrets a pod's env and volumes refer to:
