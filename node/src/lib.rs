@@ -35,6 +35,8 @@
 //! * [`node_info`]: the Node object and status, the Lease body. [`backoff`]: CrashLoopBackOff.
 //! * [`spec`]: from a pod's container to a runtime config (env, `$(VAR)`, quantities).
 //! * [`labels`]: the labels on every runtime object (adoption after a restart).
+//! * [`volumes`]: pod volumes (configMap, secret, downwardAPI, projected, emptyDir,
+//!   hostPath) written with Kubernetes' atomic `..data` scheme, and each container's mounts.
 //!
 //! # Images without a registry
 //!
@@ -77,6 +79,7 @@ pub mod probe;
 pub mod runtime;
 pub mod spec;
 mod status;
+pub mod volumes;
 mod worker;
 
 pub use agent::{Agent, AgentConfig, AgentError, container_logs};

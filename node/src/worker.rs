@@ -44,6 +44,8 @@ pub(crate) struct WorkerShared {
     pub facts: HostFacts,
     /// How often a quiet pod is synced anyway.
     pub resync: Duration,
+    /// Where pods' volumes live (`<root>/pods/<uid>/volumes`).
+    pub root_dir: std::path::PathBuf,
 }
 
 /// What the runtime holds for one pod.
@@ -642,7 +644,24 @@ impl PodWorker {
         };
 
         let ctx = match self.env_context(pod, &sandbox).await {
-            Ok(ctx) => ctx,
+            Ok(mut ctx) => match crate::volumes::prepare(&self.sh.root_dir, pod, &ctx) {
+                Ok(mounts) => {
+                    ctx.mounts = mounts;
+                    ctx
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.event(None, EventType::Warning, "FailedMount", msg.clone())
+                        .await;
+                    for c in &spec.containers {
+                        st.wait(&c.name, "ContainerCreating", msg.clone());
+                    }
+                    st.wake_at(now + Duration::from_secs(5));
+                    return self
+                        .finish(pod, &policy, st, Some(&sandbox), false, false)
+                        .await;
+                }
+            },
             Err(msg) => {
                 for c in &spec.containers {
                     st.wait(&c.name, "CreateContainerConfigError", msg.clone());
@@ -697,6 +716,12 @@ impl PodWorker {
             node_memory_bytes: self.sh.facts.memory_bytes,
             ..Default::default()
         };
+        if crate::spec::service_links(pod) {
+            match self.sh.control.list_services(&self.pod.namespace).await {
+                Ok(list) => ctx.service_env = crate::spec::service_env(&list),
+                Err(e) => return Err(format!("cannot list services: {e}")),
+            }
+        }
         let (cms, secrets) = referenced_objects(pod);
         for name in cms {
             match self
@@ -1308,6 +1333,7 @@ impl PodWorker {
             }
         }
         tracing::info!(pod = %self.pod, containers = obs.containers.len(), "removed the pod's containers");
+        crate::volumes::remove_pod_dir(&self.sh.root_dir, &self.pod.uid);
     }
 }
 
