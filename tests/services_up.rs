@@ -352,6 +352,32 @@ spec:
     });
     assert_eq!(got, name);
 
+    // A restart keeps the Service's addresses (they are kept in the cache).
+    let stored = |up: &Up| {
+        up.etcd_values("/registry/services/specs/default/echo")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == "echo")
+            .map(|s| s["spec"].clone())
+            .unwrap()
+    };
+    let before = stored(&up);
+    assert!(before["clusterIP"].as_str().unwrap().starts_with("198.19."));
+    up.stop();
+    let mut up = Up::start_with(
+        repo.path(),
+        data.path(),
+        "process",
+        &node,
+        &["--proxy-mode", "userspace"],
+    );
+    up.wait_line("resuming at applied commit", T);
+    up.wait_for("the request answered again", T, || {
+        http_get(&format!("127.0.0.1:{node_port}"), "/hostname").is_ok_and(|b| b == name)
+    });
+    let after = stored(&up);
+    assert_eq!(after["clusterIP"], before["clusterIP"]);
+    assert_eq!(after["ports"], before["ports"]);
+
     repo.write(
         "app.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: done\n",
