@@ -388,3 +388,102 @@ spec:
     });
     up.stop();
 }
+
+fn cluster_ip_service(name: &str, ip: &str) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  clusterIP: {ip}
+  ports:
+  - port: 80
+"
+    )
+}
+
+#[test]
+fn clashing_or_out_of_range_addresses_reject_the_commit_whole() {
+    let repo = GitRepo::init();
+    repo.write("a.yaml", &cluster_ip_service("a", "198.19.0.20"));
+    repo.commit("a");
+    let data = tempfile::tempdir().unwrap();
+    let node = node_name("svc-reject");
+    let mut up = Up::start_with(
+        repo.path(),
+        data.path(),
+        "process",
+        &node,
+        &["--proxy-mode", "none"],
+    );
+    up.wait_line("proxy: none", T);
+    up.wait_for("a's address stored", T, || {
+        up.etcd_values("/registry/services/specs/default/a")
+            .iter()
+            .any(|s| s["spec"]["clusterIP"] == "198.19.0.20")
+    });
+
+    // b claims a's address, c one outside the range: the commit is rejected whole.
+    repo.write("b.yaml", &cluster_ip_service("b", "198.19.0.20"));
+    repo.write("c.yaml", &cluster_ip_service("c", "10.1.2.3"));
+    repo.commit("clash");
+    up.wait_line("rejected", T);
+    let text = up.text();
+    for line in [
+        "a.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is also claimed by Service default/b (b.yaml)",
+        "b.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is also claimed by Service default/a (a.yaml)",
+        "c.yaml:7:14: spec.clusterIP: clusterIP 10.1.2.3 is outside the service range 198.19.0.0/16",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let names: BTreeSet<String> = up
+        .etcd_values("/registry/services/specs/default/")
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["a".to_string()]),
+        "nothing of the commit applied"
+    );
+    up.stop();
+
+    // `kommit validate` says the same, and follows --service-cidr.
+    let validate = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kommit"))
+            .args(["validate", "--repo", repo.path().to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = validate(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("c.yaml:7:14: spec.clusterIP"));
+    repo.remove("b.yaml");
+    repo.commit("no clash");
+    assert_eq!(
+        validate(&[]).status.code(),
+        Some(1),
+        "10.1.2.3 is outside the default range"
+    );
+    let o = validate(&["--service-cidr", "10.0.0.0/8"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "198.19.0.20 is outside 10.0.0.0/8"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(
+        "a.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is outside the service range 10.0.0.0/8"
+    ));
+    repo.write("a.yaml", &cluster_ip_service("a", "10.0.0.20"));
+    repo.commit("both in 10/8");
+    assert_eq!(
+        validate(&["--service-cidr", "10.0.0.0/8"]).status.code(),
+        Some(0)
+    );
+    let o = validate(&["--service-cidr", "10.0.0.1/8"]);
+    assert_eq!(o.status.code(), Some(2), "a bad range is a usage error");
+}
