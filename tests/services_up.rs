@@ -186,6 +186,29 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         &["--proxy-mode", "iptables"],
     );
     up.wait_line("proxy: iptables mode", T);
+    // One kommit owns the chains: a second one in iptables mode is refused, and so is
+    // a cleanup that is not forced.
+    let other = tempfile::tempdir().unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .arg("up")
+        .arg(repo.path())
+        .args(["--data-dir", other.path().to_str().unwrap()])
+        .args(["--runtime", "process", "--etcd-listen", "127.0.0.1:0"])
+        .args(["--proxy-mode", "iptables"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another kommit owns the iptables chains"),
+        "{err}"
+    );
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["proxy", "cleanup"])
+        .output()
+        .unwrap();
+    assert!(!cleanup.status.success());
+    assert!(String::from_utf8_lossy(&cleanup.stderr).contains("another kommit"));
     up.wait_for("3 ready endpoints", T, || {
         ready_endpoints(&up, "web").len() == 3
     });

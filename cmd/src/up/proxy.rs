@@ -78,7 +78,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn take_lock() -> Result<File, String> {
+/// Takes the lock on the host's kommit chains (held until the file is dropped).
+pub fn take_lock() -> Result<File, String> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
