@@ -178,6 +178,20 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
     repo.write("app.yaml", &web(3));
     repo.commit("web and its Services");
 
+    // Another kommit on this machine (another test run) may own the chains for a while.
+    let start = std::time::Instant::now();
+    while !Command::new("flock")
+        .args(["-n", "/run/kommit-proxy.lock", "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < T,
+            "another kommit kept the iptables chains"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let mut up = Up::start_with(
         repo.path(),
         data.path(),
@@ -185,7 +199,11 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         &node,
         &["--proxy-mode", "iptables"],
     );
-    up.wait_line("proxy: iptables mode", T);
+    up.wait_for("the proxy starts", T, || {
+        let text = up.text();
+        text.contains("proxy: ") || text.contains("error")
+    });
+    assert!(up.text().contains("proxy: iptables mode"), "{}", up.text());
     // One kommit owns the chains: a second one in iptables mode is refused, and so is
     // a cleanup that is not forced.
     let other = tempfile::tempdir().unwrap();

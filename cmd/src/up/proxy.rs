@@ -100,9 +100,15 @@ fn iptables_ready(runner: &SystemRunner) -> Result<File, String> {
     if !is_root() {
         return Err("kommit is not running as root".into());
     }
-    runner
-        .save(IpFamily::V4, "nat")
-        .map_err(|e| format!("iptables does not work here: {e}"))?;
+    // A dump may fail while others change the tables (nft): try a few times.
+    let mut tries = 0;
+    while let Err(e) = runner.save(IpFamily::V4, "nat") {
+        tries += 1;
+        if tries == 3 {
+            return Err(format!("iptables does not work here: {e}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     take_lock()
 }
 
