@@ -26,6 +26,8 @@ pub struct EnvContext {
     pub host_ip: Option<String>,
     /// The pod's IP (`status.podIP`), known once the sandbox exists.
     pub pod_ip: Option<String>,
+    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
+    pub mounts: crate::volumes::PodMounts,
     /// ConfigMaps of the pod's namespace that the pod references, by name.
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// Secrets of the pod's namespace that the pod references, by name.
@@ -106,10 +108,10 @@ pub fn service_links(pod: &Pod) -> bool {
         .unwrap_or(true)
 }
 
-/// Names of the ConfigMaps and Secrets a pod's env refers to: `(config_maps, secrets)`.
+/// Names of the ConfigMaps and Secrets a pod's env and volumes refer to:
+/// `(config_maps, secrets)`.
 pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
-    let mut cms = Vec::new();
-    let mut secrets = Vec::new();
+    let (mut cms, mut secrets) = crate::volumes::referenced_objects(pod);
     let Some(spec) = &pod.spec else {
         return (cms, secrets);
     };
@@ -430,7 +432,7 @@ fn pod_namespace(pod: &Pod) -> &str {
     pod.metadata.namespace.as_deref().unwrap_or("default")
 }
 
-fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
+pub(crate) fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
     let md = &pod.metadata;
     let spec = pod.spec.as_ref();
     let subscript = |prefix: &str| -> Option<String> {
@@ -470,7 +472,7 @@ fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String
     })
 }
 
-fn resource_value(
+pub(crate) fn resource_value(
     c: &Container,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
     ctx: &EnvContext,
@@ -535,6 +537,7 @@ pub fn container_config(
         resources: container_resources(c)?,
         spec_hash: container_hash(c),
         termination_grace: termination_grace(pod),
+        mounts: ctx.mounts.get(&c.name).cloned().unwrap_or_default(),
     })
 }
 

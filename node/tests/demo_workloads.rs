@@ -143,3 +143,127 @@ fn exit_and_sleep_and_bad_usage() {
         .unwrap();
     assert_ne!(s.status.code(), Some(0));
 }
+
+fn spawn(args: &[&str]) -> Kill {
+    Kill(
+        Command::new(BIN)
+            .args(args)
+            .env("POD_NAME", args[0])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// POST `body` to `path`; (status code, body).
+async fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test]
+async fn dockercoins_on_the_host_mines_and_reports_a_rate() {
+    let (rng, hasher, webui) = (port(), port(), port());
+    let _r = spawn(&["rng", "--port", &rng.to_string(), "--delay-ms", "0"]);
+    let _h = spawn(&["hasher", "--port", &hasher.to_string(), "--delay-ms", "0"]);
+    let _w = spawn(&["webui", "--port", &webui.to_string()]);
+    assert_eq!(get(rng, "/healthz").await, (200, "ok".into()));
+    assert_eq!(get(hasher, "/healthz").await, (200, "ok".into()));
+    assert_eq!(get(webui, "/healthz").await, (200, "ok".into()));
+
+    // rng: n random bytes (as raw bytes, so count them over the wire).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", rng))
+        .await
+        .unwrap();
+    s.write_all(b"GET /100 HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(raw.len() - head_end, 100);
+    assert_eq!(get(rng, "/0").await.0, 400);
+    assert_eq!(get(rng, "/lots").await.0, 400);
+    // hasher: SHA-256 of "abc" (FIPS 180-2 test vector).
+    assert_eq!(
+        post(hasher, "/", "abc").await,
+        (
+            200,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()
+        )
+    );
+    // webui: refuses a bad report; nothing mined yet.
+    assert_eq!(post(webui, "/report", "{\"nope\": 1}").await.0, 400);
+    let (code, json) = get(webui, "/json").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["hashes"], 0);
+    let (_, page) = get(webui, "/").await;
+    assert!(page.contains("hashes/second"), "{page}");
+
+    // A worker given the three addresses mines and reports.
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let _k = spawn(&[
+        "worker",
+        "--rng",
+        &url(rng),
+        "--hasher",
+        &url(hasher),
+        "--webui",
+        &url(webui),
+        "--report-every",
+        "0.2",
+    ]);
+    let mut last = serde_json::Value::Null;
+    for _ in 0..600 {
+        let (_, json) = get(webui, "/json").await;
+        last = serde_json::from_str(&json).unwrap();
+        if last["hashes"].as_u64().unwrap() > 0 && last["rate"].as_f64().unwrap() > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last["hashes"].as_u64().unwrap() > 0, "{last}");
+    assert!(last["rate"].as_f64().unwrap() > 0.0, "{last}");
+    assert_eq!(last["workers"], 1, "{last}");
+
+    // fetch: prints a body; a refused connection is exit 1 with the reason.
+    let out = Command::new(BIN)
+        .args(["fetch", &format!("{}/", url(hasher))])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HASHER running on hasher\n"
+    );
+    let dead = port();
+    let out = Command::new(BIN)
+        .args(["fetch", &url(dead), "--timeout", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GET http://127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

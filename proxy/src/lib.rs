@@ -35,6 +35,10 @@
 //! and relays TCP and UDP to a random ready endpoint, retrying a failed connect on
 //! another one. It needs no privileges.
 //!
+//! # Cluster DNS ([`dns`])
+//! [`dns::DnsServer`] answers Service names (`web.shop.svc.cluster.local`) from a
+//! [`dns::ClusterZone`] and forwards other names to the host's resolvers.
+//!
 //! # Wiring ([`driver`])
 //! [`driver::run_iptables`] and [`driver::run_userspace`] take a
 //! `tokio::sync::watch::Receiver<Arc<ProxyState>>`: publish the whole state on every
@@ -42,6 +46,7 @@
 //! time; failed syncs are retried.
 
 pub mod convert;
+pub mod dns;
 pub mod driver;
 pub mod iptables;
 pub mod model;

@@ -23,6 +23,7 @@
 //! | [`service`] | Services: cluster IP and node port allocation, Endpoints and EndpointSlices from ready pods |
 //! | [`scheduler`] | filters, scores, binding, `FailedScheduling` |
 //! | [`nodelifecycle`] | lease → Ready=Unknown after 40 s, taints, eviction after 5 min |
+//! | [`rollout`] | rollout records: desired + observed → per-object progress and health, a commit's record (Progressing → Converged / Failed / Superseded, or Rejected) |
 //! | [`events`] | core/v1 Events with Kubernetes' reasons |
 //! | [`keys`] | `/registry/<resource>/<namespace>/<name>` layout, kind ↔ resource |
 //! | [`controllers`] | [`reconcile_all`]: every controller once over one snapshot |
@@ -61,6 +62,7 @@ pub mod object;
 pub mod podutil;
 pub mod quantity;
 pub mod replicaset;
+pub mod rollout;
 pub mod scheduler;
 pub mod service;
 pub mod state;

@@ -103,7 +103,14 @@ fn unknown_resource(group: &str, version: &str, plural: &str) -> ApiError {
     ))
 }
 
-fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
+/// What a path names. A write names any subresource (`scale`, `eviction`, ...): it is
+/// refused with the Git message whatever it is.
+fn parse_target(
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    reading: bool,
+) -> Result<Target, ApiError> {
     let find = |plural: &str| {
         discovery::find(group, version, plural)
             .ok_or_else(|| unknown_resource(group, version, plural))
@@ -154,6 +161,7 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
         )));
     }
     if let Some(sub) = &t.sub
+        && reading
         && !t.res.subresources.contains(&sub.as_str())
     {
         return Err(ApiError::no_such_path(format!(
@@ -203,6 +211,9 @@ async fn dispatch(
     let reading = *method == Method::GET || *method == Method::HEAD;
     match segs.as_slice() {
         ["healthz"] | ["livez"] | ["readyz"] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["openapi", "v2"] | ["swagger.json"] if reading => {
+            return Ok(empty_openapi_v2(accept));
+        }
         ["openapi", ..] | ["swagger.json"] | ["swaggerapi", ..] => {
             return Err(ApiError::no_such_path(
                 "kommit does not serve OpenAPI schemas (/openapi/v2, /openapi/v3): `kubectl explain` is not available; see https://kubernetes.io/docs/reference/kubernetes-api/ for the object schemas",
@@ -244,6 +255,30 @@ async fn dispatch(
             return Ok(json_response(StatusCode::OK, &doc, ct));
         }
     }
+    // `kubectl describe namespace` lists these by path, without discovery: kommit
+    // enforces no quotas or limit ranges, so there are none.
+    if reading
+        && let [
+            "api",
+            "v1",
+            "namespaces",
+            _,
+            plural @ ("resourcequotas" | "limitranges"),
+        ] = segs.as_slice()
+    {
+        let kind = if *plural == "resourcequotas" {
+            "ResourceQuotaList"
+        } else {
+            "LimitRangeList"
+        };
+        let list = json!({
+            "kind": kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": s.api.cache.current_revision().to_string()},
+            "items": [],
+        });
+        return Ok(object_response(&list, accept));
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (g, v, rest),
@@ -253,7 +288,7 @@ async fn dispatch(
             )));
         }
     };
-    let target = parse_target(group, version, rest)?;
+    let target = parse_target(group, version, rest, reading)?;
     if !reading {
         return Err(refuse_write(s, method, &target, req).await);
     }
@@ -300,6 +335,58 @@ async fn get_one(
         ));
     }
     Ok(object_response(&obj, accept))
+}
+
+/// OpenAPI v2 in protobuf, as kubectl asks for it (`Accept`)...
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// ... and as the answer names it (a media type cannot contain `@`).
+const OPENAPI_V2_PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: a valid document that defines no schema.
+///
+/// kubectl validates manifests against OpenAPI v2 before it sends a write, and refuses
+/// to send anything when the document cannot be downloaded ("failed to download
+/// openapi"). With a document that names no kind, it skips validation, sends the
+/// request, and the user reads the server's answer: the refusal pointing to Git.
+/// `kubectl explain` finds no schema in it and fails.
+fn empty_openapi_v2(accept: &str) -> Response {
+    let title = "kommit (no schemas are served)";
+    let version = concat!("v1.33.0-kommit.", env!("CARGO_PKG_VERSION"));
+    if accept.contains(OPENAPI_V2_PROTOBUF) {
+        // gnostic's openapi_v2.Document: swagger = 1, info = 2 (Info: title = 1, version = 2).
+        fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+            out.push(tag << 3 | 2);
+            let mut n = bytes.len();
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(bytes);
+        }
+        let mut info = Vec::new();
+        field(&mut info, 1, title.as_bytes());
+        field(&mut info, 2, version.as_bytes());
+        let mut doc = Vec::new();
+        field(&mut doc, 1, b"2.0");
+        field(&mut doc, 2, &info);
+        let mut r = (StatusCode::OK, doc).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(OPENAPI_V2_PROTOBUF_TYPE),
+        );
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "swagger": "2.0",
+            "info": {"title": title, "version": version},
+            "paths": {},
+            "definitions": {},
+        }),
+        "application/json",
+    )
 }
 
 /// Selectors of a request.

@@ -34,8 +34,11 @@
 //!   `Table` output ([`table`]) with kubectl's columns, JSON or YAML.
 //! - WATCH ([`mod@watch`]): events from the cache, Table form when asked; 410 Gone for a
 //!   compacted resourceVersion. [`active_watches`] counts running watch tasks.
-//! - `pods/log` through the [`LogSource`].
-//! - `/openapi/v2` and `/openapi/v3` answer 404 with a message saying they are not served.
+//! - `pods/log` through the [`LogSource`] (`limitBytes` applied here; `sinceSeconds`,
+//!   `sinceTime` and `timestamps` ignored).
+//! - No OpenAPI schemas: `/openapi/v3` answers 404 with a message saying so; `/openapi/v2`
+//!   is a valid document without definitions (JSON or kubectl's protobuf), so that
+//!   `kubectl apply` skips client-side validation and shows the server's refusal.
 
 pub mod auth;
 pub mod discovery;

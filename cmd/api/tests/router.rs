@@ -238,7 +238,11 @@ async fn bad_requests_get_status_errors() {
     let (st, _, v) = get(&s, "/api/v1/namespaces/a/pods/nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["message"], "pods \"nope\" not found");
-    // OpenAPI is not served, clearly.
+    // OpenAPI v2 is a document without schemas; v3 is not served, clearly.
+    let (st, _, v) = get(&s, "/openapi/v2").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["swagger"], "2.0");
+    assert_eq!(v["definitions"], serde_json::json!({}));
     let (st, _, v) = get(&s, "/openapi/v3").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(
@@ -291,5 +295,34 @@ async fn writes_are_refused() {
             "{v}"
         );
     }
+    // Writes to subresources, served for reading or not, are refused the same way.
+    for uri in [
+        "/api/v1/namespaces/a/pods/p1/status",
+        "/apis/apps/v1/namespaces/a/deployments/web/scale",
+        "/api/v1/namespaces/a/pods/p1/eviction",
+    ] {
+        let (st, _, v) = call(&s, "PATCH", uri, None, Some(TOKEN)).await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{uri}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("lives in Git"),
+            "{uri}: {v}"
+        );
+    }
+    let (st, _, _) = get(&s, "/apis/apps/v1/namespaces/a/deployments/web/scale").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     let _ = Arc::new(());
+}
+
+#[tokio::test]
+async fn quotas_and_limit_ranges_are_empty_lists() {
+    let s = state().await;
+    for (plural, kind) in [
+        ("resourcequotas", "ResourceQuotaList"),
+        ("limitranges", "LimitRangeList"),
+    ] {
+        let (st, _, v) = get(&s, &format!("/api/v1/namespaces/a/{plural}")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["kind"], kind);
+        assert_eq!(v["items"], serde_json::json!([]));
+    }
 }

@@ -4,12 +4,14 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`api`] | the read-only Kubernetes API (`kommit-api`) and its log source |
 //! | [`source`] | REPO / --branch / --path resolution, the default data directory |
 //! | [`applied`] | the applied revision as a `watch` (read by the node and the API) |
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
 //! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
+//! | [`records`] | a rollout record per commit in the cache (`kommit status`, `kubectl get commits`) |
 //!
 //! Decisions:
 //! - The data directory defaults to `$XDG_STATE_HOME/kommit/<repo>[-<folder>]` (else
@@ -24,11 +26,13 @@
 //!   Docker runtime for those, or workloads that take their port from elsewhere.
 //! - The cache is compacted every minute to its last 10,000 revisions.
 
+pub mod api;
 pub mod applied;
 pub mod control;
 pub mod desired;
 pub mod progress;
 pub mod proxy;
+pub mod records;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -90,6 +94,10 @@ pub struct Args {
     /// loopback port; the address is printed).
     #[arg(long, value_name = "ADDR")]
     etcd_listen: Option<SocketAddr>,
+    /// Where to serve the read-only Kubernetes API (default: 127.0.0.1:6443 when free,
+    /// else a free loopback port; the URL is printed and `kommit kubeconfig` reads it).
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
     /// The local node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -166,6 +174,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     println!(
         "etcd API: {etcd_addr} (ETCDCTL_API=3 etcdctl --endpoints={etcd_addr} get --prefix /registry/pods/)"
     );
+    let endpoint_file = data_dir.join(records::ETCD_ENDPOINT_FILE);
+    std::fs::write(&endpoint_file, format!("{etcd_addr}\n"))
+        .with_context(|| format!("writing {}", endpoint_file.display()))?;
     let opts = grpc::ServeOptions::for_listener(&listener).context("reading the etcd address")?;
     let grpc_task = {
         let cache = cache.clone();
@@ -189,10 +200,23 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     // After the runtime, whose start fails most often: a failed start leaves no rules.
     let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
     let (applied_tx, applied_rx) = applied::channel();
+    let api_task = api::start(
+        &data_dir,
+        args.api_listen,
+        cache.clone(),
+        applied_rx.clone(),
+        runtime.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let control = Arc::new(control::CacheControlPlane::new(cache.clone(), applied_rx));
     let agent_task = {
         let mut stop = shutdown_rx.clone();
-        let agent = Agent::new(AgentConfig::new(node_name.clone()), runtime, control);
+        let config = AgentConfig {
+            root_dir: data_dir.join("node"),
+            ..AgentConfig::new(node_name.clone())
+        };
+        let agent = Agent::new(config, runtime, control);
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -212,6 +236,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let compact_task = tokio::spawn(compact_loop(cache.clone(), shutdown_rx.clone()));
+    let (records, records_task) = records::Records::start(cache.clone(), shutdown_rx.clone());
 
     // Resume from the applied revision.
     let mut load_options = LoadOptions::with_path(&target.path);
@@ -257,7 +282,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
     let mut executor_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut desired_tx: Option<watch::Sender<Arc<kommit_reconciler::Desired>>> = None;
-    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| {
+    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| -> Arc<kommit_reconciler::Desired> {
         let desired = Arc::new(desired::from_snapshot(&snapshot));
         applied_tx.send_replace(Some(Arc::new(AppliedState {
             commit: snapshot.commit,
@@ -272,10 +297,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }));
         match &desired_tx {
             Some(tx) => {
-                tx.send_replace(desired);
+                tx.send_replace(desired.clone());
             }
             None => {
-                let (tx, rx) = watch::channel(desired);
+                let (tx, rx) = watch::channel(desired.clone());
                 let executor = Executor::new(cache.clone()).with_config(reconciler_config.clone());
                 let stop = shutdown_rx.clone();
                 executor_task = Some(tokio::spawn(async move {
@@ -286,9 +311,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 desired_tx = Some(tx);
             }
         }
+        desired
     };
     if let Some(s) = &applied_snapshot {
-        apply(s.clone(), Instant::now());
+        let desired = apply(s.clone(), Instant::now());
+        records.resumed(s.commit.to_string(), desired);
     }
 
     let mut config = WatchConfig::new(target.source.clone(), &target.branch);
@@ -352,10 +379,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                     .put(PutRequest::new(APPLIED_KEY, snapshot.commit.to_string()))
                     .await
                     .context("recording the applied revision")?;
+                let spec = records::commit_spec(
+                    &repo,
+                    snapshot.commit,
+                    &target.branch,
+                    applied_snapshot.as_ref().map(|s| s.commit),
+                );
                 let snapshot = Arc::new(snapshot);
                 applied_snapshot = Some(snapshot.clone());
                 previous = Some((*snapshot).clone());
-                apply(snapshot, since);
+                let desired = apply(snapshot, since);
+                records.applied(spec, records::changes(&p), desired);
             }
             Err(LoadError::Rejected(r)) => {
                 println!(
@@ -371,6 +405,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 for e in &r.errors {
                     println!("  {e}");
                 }
+                records.rejected(
+                    records::commit_spec(
+                        &repo,
+                        ev.commit,
+                        &target.branch,
+                        applied_snapshot.as_ref().map(|s| s.commit),
+                    ),
+                    r.errors.iter().map(ToString::to_string).collect(),
+                );
                 previous = Some((*r.partial).clone());
             }
             Err(e) => println!("cannot load {}: {e}", short(&ev.commit)),
@@ -385,8 +428,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             let _ = t.await;
         }
         let _ = progress_task.await;
+        let _ = records_task.await;
         let _ = compact_task.await;
         let _ = grpc_task.await;
+        let _ = api_task.await;
         if let Some(p) = proxy {
             p.stopped().await;
         }

@@ -17,15 +17,27 @@
 //! | `exit` | exits with `--code N`, optionally `--after S` seconds |
 //! | `sleep` | sleeps (forever, or `S` seconds), exits 0 on SIGTERM |
 //! | `pause` | the pod sandbox: holds the pod's network namespace until stopped |
+//! | `fetch URL` | GET a URL and print the body (a client for Service names inside a pod) |
+//! | `rng` | dockercoins: random bytes over HTTP |
+//! | `hasher` | dockercoins: SHA-256 of a POST body |
+//! | `worker` | dockercoins: hashes rng's bytes with hasher, reports the count to webui |
+//! | `webui` | dockercoins: the hashing rate as JSON and a small HTML page |
 //!
-//! Each workload is a module with an `Args` (clap) and an `async fn run(args) -> Result<i32>`;
-//! new ones (the dockercoins services) are added to [`Workload`] the same way.
+//! Each workload is a module with an `Args` (clap) and an `async fn run(args) -> Result<i32>`,
+//! added to [`Workload`]. The dockercoins programs find each other by Service name
+//! (`rng`, `hasher`, `webui`; flags override), so they need the cluster DNS.
 //! Every workload exits promptly on SIGTERM/SIGINT, since it often runs as PID 1.
 
+mod client;
 mod exit;
+mod fetch;
 mod flip_health;
+mod hasher;
 mod http;
+mod rng;
 mod sleep;
+mod webui;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +75,16 @@ enum Workload {
     Sleep(sleep::Args),
     /// Hold a pod's network namespace (the pod sandbox) until stopped.
     Pause,
+    /// GET a URL (or http://HOST/) and print the body; exit 1 when it fails.
+    Fetch(fetch::Args),
+    /// dockercoins: random bytes over HTTP (GET /<n>).
+    Rng(rng::Args),
+    /// dockercoins: SHA-256 in hex of a POST body.
+    Hasher(hasher::Args),
+    /// dockercoins: hash rng's bytes with hasher, forever; report the count to webui.
+    Worker(worker::Args),
+    /// dockercoins: the hashing rate (GET /json, and an HTML page at /).
+    Webui(webui::Args),
     /// Internal: the process runtime's per-container supervisor.
     #[command(hide = true)]
     ProcessShim(crate::runtime::process::ShimArgs),
@@ -114,6 +136,11 @@ pub async fn run(args: DemoArgs) -> Result<i32, DemoError> {
         Workload::Exit(a) => exit::run(a).await,
         Workload::Sleep(a) => sleep::run(a).await,
         Workload::Pause => sleep::pause().await,
+        Workload::Fetch(a) => fetch::run(a).await,
+        Workload::Rng(a) => rng::run(a).await,
+        Workload::Hasher(a) => hasher::run(a).await,
+        Workload::Worker(a) => worker::run(a).await,
+        Workload::Webui(a) => webui::run(a).await,
         Workload::ProcessShim(_) => Err(DemoError::Usage(
             "process-shim runs outside the async runtime".into(),
         )),
