@@ -419,6 +419,54 @@ spec:
     assert_eq!(after["clusterIP"], before["clusterIP"]);
     assert_eq!(after["ports"], before["ports"]);
 
+    // kubectl sees the allocation and the ready endpoint through the read-only API.
+    up.wait_line("Kubernetes API: https://127.0.0.1:", T);
+    let home = tempfile::tempdir().unwrap();
+    let config = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["kubeconfig", "--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(config.status.success());
+    let file = home.path().join("kubeconfig");
+    std::fs::write(&file, &config.stdout).unwrap();
+    let kubectl = |args: &[&str]| {
+        let o = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&file)
+            .args(args)
+            .env("HOME", home.path())
+            .env("KUBECACHEDIR", home.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "svc",
+            "echo",
+            "-o",
+            "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"
+        ]),
+        format!("{} {node_port}", before["clusterIP"].as_str().unwrap())
+    );
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=echo",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].conditions.ready}"
+        ]),
+        "true"
+    );
+
     repo.write(
         "app.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: done\n",
