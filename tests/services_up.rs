@@ -178,6 +178,20 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
     repo.write("app.yaml", &web(3));
     repo.commit("web and its Services");
 
+    // Another kommit on this machine (another test run) may own the chains for a while.
+    let start = std::time::Instant::now();
+    while !Command::new("flock")
+        .args(["-n", "/run/kommit-proxy.lock", "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < T,
+            "another kommit kept the iptables chains"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let mut up = Up::start_with(
         repo.path(),
         data.path(),
@@ -185,7 +199,34 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         &node,
         &["--proxy-mode", "iptables"],
     );
-    up.wait_line("proxy: iptables mode", T);
+    up.wait_for("the proxy starts", T, || {
+        let text = up.text();
+        text.contains("proxy: ") || text.contains("error")
+    });
+    assert!(up.text().contains("proxy: iptables mode"), "{}", up.text());
+    // One kommit owns the chains: a second one in iptables mode is refused, and so is
+    // a cleanup that is not forced.
+    let other = tempfile::tempdir().unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .arg("up")
+        .arg(repo.path())
+        .args(["--data-dir", other.path().to_str().unwrap()])
+        .args(["--runtime", "process", "--etcd-listen", "127.0.0.1:0"])
+        .args(["--proxy-mode", "iptables"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another kommit owns the iptables chains"),
+        "{err}"
+    );
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["proxy", "cleanup"])
+        .output()
+        .unwrap();
+    assert!(!cleanup.status.success());
+    assert!(String::from_utf8_lossy(&cleanup.stderr).contains("another kommit"));
     up.wait_for("3 ready endpoints", T, || {
         ready_endpoints(&up, "web").len() == 3
     });
@@ -352,6 +393,80 @@ spec:
     });
     assert_eq!(got, name);
 
+    // A restart keeps the Service's addresses (they are kept in the cache).
+    let stored = |up: &Up| {
+        up.etcd_values("/registry/services/specs/default/echo")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == "echo")
+            .map(|s| s["spec"].clone())
+            .unwrap()
+    };
+    let before = stored(&up);
+    assert!(before["clusterIP"].as_str().unwrap().starts_with("198.19."));
+    up.stop();
+    let mut up = Up::start_with(
+        repo.path(),
+        data.path(),
+        "process",
+        &node,
+        &["--proxy-mode", "userspace"],
+    );
+    up.wait_line("resuming at applied commit", T);
+    up.wait_for("the request answered again", T, || {
+        http_get(&format!("127.0.0.1:{node_port}"), "/hostname").is_ok_and(|b| b == name)
+    });
+    let after = stored(&up);
+    assert_eq!(after["clusterIP"], before["clusterIP"]);
+    assert_eq!(after["ports"], before["ports"]);
+
+    // kubectl sees the allocation and the ready endpoint through the read-only API.
+    up.wait_line("Kubernetes API: https://127.0.0.1:", T);
+    let home = tempfile::tempdir().unwrap();
+    let config = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["kubeconfig", "--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(config.status.success());
+    let file = home.path().join("kubeconfig");
+    std::fs::write(&file, &config.stdout).unwrap();
+    let kubectl = |args: &[&str]| {
+        let o = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&file)
+            .args(args)
+            .env("HOME", home.path())
+            .env("KUBECACHEDIR", home.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "svc",
+            "echo",
+            "-o",
+            "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"
+        ]),
+        format!("{} {node_port}", before["clusterIP"].as_str().unwrap())
+    );
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=echo",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].conditions.ready}"
+        ]),
+        "true"
+    );
+
     repo.write(
         "app.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: done\n",
@@ -361,4 +476,103 @@ spec:
         up.etcd_values("/registry/pods/default/").is_empty()
     });
     up.stop();
+}
+
+fn cluster_ip_service(name: &str, ip: &str) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  clusterIP: {ip}
+  ports:
+  - port: 80
+"
+    )
+}
+
+#[test]
+fn clashing_or_out_of_range_addresses_reject_the_commit_whole() {
+    let repo = GitRepo::init();
+    repo.write("a.yaml", &cluster_ip_service("a", "198.19.0.20"));
+    repo.commit("a");
+    let data = tempfile::tempdir().unwrap();
+    let node = node_name("svc-reject");
+    let mut up = Up::start_with(
+        repo.path(),
+        data.path(),
+        "process",
+        &node,
+        &["--proxy-mode", "none"],
+    );
+    up.wait_line("proxy: none", T);
+    up.wait_for("a's address stored", T, || {
+        up.etcd_values("/registry/services/specs/default/a")
+            .iter()
+            .any(|s| s["spec"]["clusterIP"] == "198.19.0.20")
+    });
+
+    // b claims a's address, c one outside the range: the commit is rejected whole.
+    repo.write("b.yaml", &cluster_ip_service("b", "198.19.0.20"));
+    repo.write("c.yaml", &cluster_ip_service("c", "10.1.2.3"));
+    repo.commit("clash");
+    up.wait_line("rejected", T);
+    let text = up.text();
+    for line in [
+        "a.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is also claimed by Service default/b (b.yaml)",
+        "b.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is also claimed by Service default/a (a.yaml)",
+        "c.yaml:7:14: spec.clusterIP: clusterIP 10.1.2.3 is outside the service range 198.19.0.0/16",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let names: BTreeSet<String> = up
+        .etcd_values("/registry/services/specs/default/")
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["a".to_string()]),
+        "nothing of the commit applied"
+    );
+    up.stop();
+
+    // `kommit validate` says the same, and follows --service-cidr.
+    let validate = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kommit"))
+            .args(["validate", "--repo", repo.path().to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = validate(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("c.yaml:7:14: spec.clusterIP"));
+    repo.remove("b.yaml");
+    repo.commit("no clash");
+    assert_eq!(
+        validate(&[]).status.code(),
+        Some(1),
+        "10.1.2.3 is outside the default range"
+    );
+    let o = validate(&["--service-cidr", "10.0.0.0/8"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "198.19.0.20 is outside 10.0.0.0/8"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(
+        "a.yaml:7:14: spec.clusterIP: clusterIP 198.19.0.20 is outside the service range 10.0.0.0/8"
+    ));
+    repo.write("a.yaml", &cluster_ip_service("a", "10.0.0.20"));
+    repo.commit("both in 10/8");
+    assert_eq!(
+        validate(&["--service-cidr", "10.0.0.0/8"]).status.code(),
+        Some(0)
+    );
+    let o = validate(&["--service-cidr", "10.0.0.1/8"]);
+    assert_eq!(o.status.code(), Some(2), "a bad range is a usage error");
 }

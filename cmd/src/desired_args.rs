@@ -21,12 +21,18 @@ pub struct RepoArgs {
     /// Folder of the manifests inside the repository (default: the whole tree).
     #[arg(long, default_value = "", value_name = "P")]
     pub path: String,
+    /// The range Services' cluster IPs must come from (as `kommit up --service-cidr`).
+    #[arg(long, value_name = "CIDR", default_value = "198.19.0.0/16")]
+    pub service_cidr: kommit_desired::ServiceCidr,
 }
 
 impl RepoArgs {
     /// Load options for these arguments.
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions::with_path(&self.path)
+        LoadOptions {
+            service_cidr: self.service_cidr,
+            ..LoadOptions::with_path(&self.path)
+        }
     }
 }
 

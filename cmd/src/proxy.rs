@@ -20,6 +20,9 @@ pub struct CleanupArgs {
     /// Which iptables binaries to use.
     #[arg(long, value_enum, default_value_t = BackendArg::Installed)]
     backend: BackendArg,
+    /// Clean up even while a running `kommit up` owns the chains.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -35,6 +38,14 @@ enum BackendArg {
 pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
     match command {
         ProxyCommand::Cleanup(args) => {
+            // A running kommit would rewrite what is removed: refuse unless forced.
+            let _lock = match crate::up::proxy::take_lock() {
+                Ok(lock) => Some(lock),
+                Err(e) if !args.force && e.contains("another kommit") => {
+                    anyhow::bail!("{e}; stop it first (it removes its rules) or pass --force")
+                }
+                Err(_) => None,
+            };
             let backend = match args.backend {
                 BackendArg::Installed => Backend::Installed,
                 BackendArg::Legacy => Backend::Legacy,

@@ -566,6 +566,69 @@ mod tests {
     }
 
     #[test]
+    fn service_env_follows_kubernetes_and_own_env_wins() {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "redis-primary", "namespace": "shop"},
+            "spec": {"clusterIP": "198.19.0.7", "ports": [
+                {"name": "redis", "port": 6379, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"}
+            ]}
+        }))
+        .unwrap();
+        let headless: k8s_openapi::api::core::v1::Service =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+            }))
+            .unwrap();
+        let env: BTreeMap<String, String> = service_env(&[svc, headless]).into_iter().collect();
+        let want: BTreeMap<String, String> = [
+            ("REDIS_PRIMARY_SERVICE_HOST", "198.19.0.7"),
+            ("REDIS_PRIMARY_SERVICE_PORT", "6379"),
+            ("REDIS_PRIMARY_SERVICE_PORT_REDIS", "6379"),
+            ("REDIS_PRIMARY_SERVICE_PORT_DNS_UDP", "53"),
+            ("REDIS_PRIMARY_PORT", "tcp://198.19.0.7:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP", "tcp://198.19.0.7:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PROTO", "tcp"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PORT", "6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_ADDR", "198.19.0.7"),
+            ("REDIS_PRIMARY_PORT_53_UDP", "udp://198.19.0.7:53"),
+            ("REDIS_PRIMARY_PORT_53_UDP_PROTO", "udp"),
+            ("REDIS_PRIMARY_PORT_53_UDP_PORT", "53"),
+            ("REDIS_PRIMARY_PORT_53_UDP_ADDR", "198.19.0.7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, want);
+
+        // The container's own env overrides a service variable.
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![EnvVar {
+                name: "REDIS_PRIMARY_SERVICE_HOST".into(),
+                value: Some("mine".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let ctx = EnvContext {
+            service_env: want.clone().into_iter().collect(),
+            ..Default::default()
+        };
+        let resolved: BTreeMap<String, String> = resolve_env(&pod_with(c.clone()), &c, &ctx)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(resolved["REDIS_PRIMARY_SERVICE_HOST"], "mine");
+        assert_eq!(resolved["REDIS_PRIMARY_SERVICE_PORT"], "6379");
+
+        let mut off = pod_with(c);
+        off.spec.as_mut().unwrap().enable_service_links = Some(false);
+        assert!(!service_links(&off));
+    }
+
+    #[test]
     fn quantities_parse() {
         assert_eq!(parse_quantity("500m").unwrap(), 0.5);
         assert_eq!(parse_quantity("2").unwrap(), 2.0);

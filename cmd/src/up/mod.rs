@@ -157,7 +157,6 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir.join("cache"), Options::default())
         .with_context(|| format!("opening the cache in {}", data_dir.display()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
 
     // The etcd v3 API.
     let listener = match args.etcd_listen {
@@ -198,6 +197,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         None => hostname(),
     };
     let runtime = pick_runtime(args.runtime, &node_name, &data_dir).await?;
+    // After the runtime, whose start fails most often: a failed start leaves no rules.
+    let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
     let (applied_tx, applied_rx) = applied::channel();
     let api_task = api::start(
         &data_dir,

@@ -78,7 +78,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn take_lock() -> Result<File, String> {
+/// Takes the lock on the host's kommit chains (held until the file is dropped).
+pub fn take_lock() -> Result<File, String> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -99,9 +100,15 @@ fn iptables_ready(runner: &SystemRunner) -> Result<File, String> {
     if !is_root() {
         return Err("kommit is not running as root".into());
     }
-    runner
-        .save(IpFamily::V4, "nat")
-        .map_err(|e| format!("iptables does not work here: {e}"))?;
+    // A dump may fail while others change the tables (nft): try a few times.
+    let mut tries = 0;
+    while let Err(e) = runner.save(IpFamily::V4, "nat") {
+        tries += 1;
+        if tries == 3 {
+            return Err(format!("iptables does not work here: {e}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     take_lock()
 }
 

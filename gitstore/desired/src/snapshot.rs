@@ -50,6 +50,28 @@ impl std::fmt::Display for ServiceCidr {
     }
 }
 
+impl std::str::FromStr for ServiceCidr {
+    type Err = String;
+    /// `198.19.0.0/16`: an IPv4 network with a prefix length of 8-30 and no host bits.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR range like 198.19.0.0/16"))?;
+        let base: std::net::Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = l
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("prefix length {l:?} must be 8-30"))?;
+        if u32::from(base) & !(u32::MAX << (32 - prefix)) != 0 {
+            return Err(format!("{s} has host bits set"));
+        }
+        Ok(ServiceCidr { base, prefix })
+    }
+}
+
 impl ServiceCidr {
     /// Whether `ip` is a usable address of the range (not its network or broadcast address).
     pub fn contains_usable(&self, ip: std::net::Ipv4Addr) -> bool {
