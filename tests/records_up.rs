@@ -366,6 +366,22 @@ fn a_crash_looping_rollout_fails_and_names_the_pod() {
         "{r}"
     );
     assert_eq!(r["status"]["objects"][0]["health"], "Failed", "{r}");
+    // The crash back-off of a real run has grown past its first step (10 s), and the
+    // pod reports its restarts and the last exit.
+    let pods = up.etcd_values("/registry/pods/rec/");
+    let c = &pods
+        .first()
+        .unwrap_or_else(|| panic!("the crash-looping pod is in the cache"))["status"]["containerStatuses"]
+        [0];
+    assert!(c["restartCount"].as_u64().unwrap_or(0) >= 3, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+    let waiting = c["state"]["waiting"]["message"].as_str().unwrap_or("");
+    let step: u64 = waiting
+        .strip_prefix("back-off ")
+        .and_then(|m| m.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a back-off message: {c}"));
+    assert!(step >= 20, "the back-off grew from 10 s: {c}");
     assert!(
         text(&failed).contains(&format!("commit {} Failed", &crash[..8])),
         "{}",
