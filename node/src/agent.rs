@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub relist_interval: Duration,
     /// How often a quiet pod is synced anyway.
     pub resync_interval: Duration,
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use (see [`crate::dns`]);
+    /// `None`: pods keep the host's resolver.
+    pub cluster_dns: Option<crate::dns::ClusterDns>,
 }
 
 impl AgentConfig {
@@ -57,6 +60,7 @@ impl AgentConfig {
             node_status_interval: Duration::from_secs(60),
             relist_interval: Duration::from_secs(1),
             resync_interval: Duration::from_secs(10),
+            cluster_dns: None,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Agent {
             host_ip,
             facts: self.facts.clone(),
             resync: self.config.resync_interval,
+            cluster_dns: self.config.cluster_dns.clone(),
         });
         tracing::info!(
             node = self.config.node_name,
