@@ -7,7 +7,8 @@ use anyhow::Context;
 /// Arguments of `kommit kubeconfig`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The data directory of the running cluster (where `kommit up` keeps pki/ and tokens).
+    /// The data directory of the cluster (`kommit up --data-dir`; the API's certificates,
+    /// tokens and address are in its `api/` folder).
     #[arg(long, env = "KOMMIT_DATA_DIR")]
     data_dir: PathBuf,
     /// Server URL to write instead of the one the API last served at.
@@ -16,8 +17,9 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let text = kommit_api::kubeconfig(&args.data_dir, args.server.as_deref())
-        .with_context(|| format!("making a kubeconfig from {}", args.data_dir.display()))?;
+    let dir = crate::up::api::api_dir(&args.data_dir);
+    let text = kommit_api::kubeconfig(&dir, args.server.as_deref())
+        .with_context(|| format!("making a kubeconfig from {}", dir.display()))?;
     print!("{text}");
     Ok(())
 }

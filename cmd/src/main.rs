@@ -8,6 +8,7 @@ mod init;
 mod kubeconfig;
 mod plan;
 mod proxy;
+mod status;
 mod up;
 mod validate;
 
@@ -52,6 +53,8 @@ enum Command {
     Up(up::Args),
     /// Print a kubeconfig (server, CA, admin token) for kubectl.
     Kubeconfig(kubeconfig::Args),
+    /// Show the applied commit and its rollout (-w: follow it; exit 0 converged, 1 failed).
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Init(args) => init::run(&args),
         Command::Up(args) => failed_if_err(up::run(args)),
         Command::Kubeconfig(args) => failed_if_err(kubeconfig::run(&args)),
+        Command::Status(args) => status::run(args),
     }
 }
 

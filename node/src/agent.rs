@@ -41,18 +41,25 @@ pub struct AgentConfig {
     pub node_status_interval: Duration,
     /// How often the runtime is listed to notice changes (Kubernetes' PLEG: 1 s).
     pub relist_interval: Duration,
-    /// How often a quiet pod is synced anyway.
+    /// How often a quiet pod is synced anyway (also how soon a changed ConfigMap or
+    /// Secret reaches mounted files).
     pub resync_interval: Duration,
     /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use (see [`crate::dns`]);
     /// `None`: pods keep the host's resolver.
     pub cluster_dns: Option<crate::dns::ClusterDns>,
+    /// The node's own directory: pods' volumes go under `<root_dir>/pods/<uid>/volumes`.
+    /// `kommit up` uses `<data dir>/node`; the default is a directory under the system's
+    /// temporary directory, named after the node.
+    pub root_dir: std::path::PathBuf,
 }
 
 impl AgentConfig {
     /// Kubernetes' defaults for a node named `node_name`.
     pub fn new(node_name: impl Into<String>) -> Self {
+        let node_name: String = node_name.into();
         AgentConfig {
-            node_name: node_name.into(),
+            root_dir: std::env::temp_dir().join("kommit-node").join(&node_name),
+            node_name,
             node_labels: BTreeMap::new(),
             host_ip: None,
             lease_duration: Duration::from_secs(40),
@@ -130,6 +137,7 @@ impl Agent {
             facts: self.facts.clone(),
             resync: self.config.resync_interval,
             cluster_dns: self.config.cluster_dns.clone(),
+            root_dir: self.config.root_dir.clone(),
         });
         tracing::info!(
             node = self.config.node_name,
@@ -225,7 +233,7 @@ impl Agent {
                 None => {
                     let (tx, rx) = watch::channel(desired);
                     let wake = Arc::new(Notify::new());
-                    let worker = PodWorker::new(shared.clone(), &pod);
+                    let worker = PodWorker::new(shared.clone(), &pod, wake.clone());
                     let task = tokio::spawn(run_worker(worker, rx, wake.clone(), shared.clone()));
                     workers.insert(uid, WorkerHandle { tx, wake, task });
                 }
@@ -298,8 +306,19 @@ impl Agent {
                         .any(|s| s.pod.uid == uid && s.state == SandboxState::Ready);
                 tracing::info!(pod = %pod, uid, alive, "removing containers of a pod not bound to this node");
                 let runtime = self.runtime.clone();
-                let task = tokio::spawn(remove_stray(runtime, uid.clone()));
+                let root = self.config.root_dir.clone();
+                let task = tokio::spawn(remove_stray(runtime, uid.clone(), root));
                 strays.insert(uid, task);
+            }
+            // Volume directories of pods that left while no agent ran.
+            for uid in crate::volumes::pod_dirs(&self.config.root_dir) {
+                if !(workers.contains_key(&uid)
+                    || terminating.contains_key(&uid)
+                    || strays.contains_key(&uid)
+                    || now.contains_key(&uid))
+                {
+                    crate::volumes::remove_pod_dir(&self.config.root_dir, &uid);
+                }
             }
         }
         *fingerprints = now;
@@ -307,7 +326,7 @@ impl Agent {
     }
 }
 
-async fn remove_stray(runtime: Arc<dyn Runtime>, uid: String) {
+async fn remove_stray(runtime: Arc<dyn Runtime>, uid: String, root: std::path::PathBuf) {
     let f = ListFilter::pod(&uid);
     if let Ok(cs) = runtime.list_containers(&f).await {
         let stops = cs
@@ -325,6 +344,7 @@ async fn remove_stray(runtime: Arc<dyn Runtime>, uid: String) {
             let _ = runtime.remove_sandbox(&s.id).await;
         }
     }
+    crate::volumes::remove_pod_dir(&root, &uid);
 }
 
 async fn run_worker(

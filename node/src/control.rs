@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret, Service,
+};
 use tokio::sync::watch;
 
 /// Errors from the control plane.
@@ -76,6 +78,13 @@ pub trait ControlPlane: Send + Sync + 'static {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Secret>, ControlPlaneError>;
+
+    /// The Services of a namespace with their cluster IPs, for the service environment
+    /// variables of a starting pod. The default has none.
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ControlPlaneError> {
+        let _ = namespace;
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Default)]
@@ -90,6 +99,7 @@ struct State {
     events: Vec<Event>,
     config_maps: BTreeMap<(String, String), ConfigMap>,
     secrets: BTreeMap<(String, String), Secret>,
+    services: BTreeMap<(String, String), Service>,
 }
 
 /// An in-memory control plane: pods are set by the caller, statuses, nodes, leases and
@@ -158,6 +168,18 @@ impl MemoryControlPlane {
             s.metadata.name.clone().unwrap_or_default(),
         );
         self.lock().secrets.insert(key, s);
+    }
+
+    /// Adds or replaces a Service (as allocated: with its cluster IP).
+    pub fn put_service(&self, s: Service) {
+        let key = (
+            s.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            s.metadata.name.clone().unwrap_or_default(),
+        );
+        self.lock().services.insert(key, s);
     }
 
     /// The last status reported for a pod uid.
@@ -315,5 +337,15 @@ impl ControlPlane for MemoryControlPlane {
             .secrets
             .get(&(namespace.to_string(), name.to_string()))
             .cloned())
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ControlPlaneError> {
+        Ok(self
+            .lock()
+            .services
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 }

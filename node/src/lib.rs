@@ -35,6 +35,8 @@
 //! * [`node_info`]: the Node object and status, the Lease body. [`backoff`]: CrashLoopBackOff.
 //! * [`spec`]: from a pod's container to a runtime config (env, `$(VAR)`, quantities).
 //! * [`labels`]: the labels on every runtime object (adoption after a restart).
+//! * [`volumes`]: pod volumes (configMap, secret, downwardAPI, projected, emptyDir,
+//!   hostPath) written with Kubernetes' atomic `..data` scheme, and each container's mounts.
 //!
 //! # Images without a registry
 //!
@@ -57,8 +59,13 @@
 //! container whose spec changed is replaced; init containers run in order; a pod with
 //! `metadata.deletionTimestamp` is stopped with its grace period (SIGTERM, then SIGKILL)
 //! and reported Succeeded/Failed; a pod no longer in the set has its containers removed.
-//! Not yet: probes (containers with a readiness probe count as ready once running),
-//! volumes, Kubernetes' service environment variables.
+//! Containers are stopped as the kubelet kills them: the preStop hook (exec or httpGet)
+//! within the grace period, then SIGTERM, then SIGKILL when the grace has passed.
+//! [`probe`]s: liveness, readiness and startup (exec through the runtime, TCP, HTTP GET),
+//! one task per running container; readiness sets the container's `ready` and the pod's
+//! Ready/ContainersReady conditions, a failed liveness or startup probe kills the
+//! container (event `Killing`) and restartPolicy restarts it with the crash back-off.
+//! Not yet: volumes, Kubernetes' service environment variables, gRPC and HTTPS probes.
 
 pub mod agent;
 pub mod backoff;
@@ -69,9 +76,11 @@ pub mod events;
 pub mod image;
 pub mod labels;
 pub mod node_info;
+pub mod probe;
 pub mod runtime;
 pub mod spec;
 mod status;
+pub mod volumes;
 mod worker;
 
 pub use agent::{Agent, AgentConfig, AgentError, container_logs};

@@ -34,12 +34,84 @@ pub struct EnvContext {
     pub node_cpu_millis: u64,
     /// Node allocatable memory (bytes) for `resourceFieldRef` without a limit.
     pub node_memory_bytes: u64,
+    /// Service environment variables of the pod (see [`service_env`]), set before the
+    /// container's own env, which wins.
+    pub service_env: Vec<(String, String)>,
+    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
+    pub mounts: crate::volumes::PodMounts,
 }
 
-/// Names of the ConfigMaps and Secrets a pod's env refers to: `(config_maps, secrets)`.
+/// The environment variables Kubernetes gives a pod for the Services of its namespace
+/// that exist when it starts (`enableServiceLinks`, on unless the pod turns it off):
+/// `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT`, `{NAME}_SERVICE_PORT_{PORT}` for named
+/// ports, and the Docker-link ones (`{NAME}_PORT=tcp://ip:port`,
+/// `{NAME}_PORT_{port}_{PROTO}`, `..._PROTO`, `..._PORT`, `..._ADDR`). `NAME` is the
+/// Service's name in upper case with `-` as `_`. Headless Services, ExternalName Services
+/// and Services without a cluster IP yet are left out. Sorted by Service name.
+pub fn service_env(services: &[k8s_openapi::api::core::v1::Service]) -> Vec<(String, String)> {
+    let mut list: Vec<&k8s_openapi::api::core::v1::Service> = services.iter().collect();
+    list.sort_by_key(|s| s.metadata.name.clone());
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    let mut out = Vec::new();
+    for s in list {
+        let Some(spec) = &s.spec else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let name = upper(s.metadata.name.as_deref().unwrap_or_default());
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{name}_SERVICE_PORT_{}", upper(pn)),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.as_deref().unwrap_or("TCP").to_string()
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in ports {
+            let pr = proto(p);
+            let base = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            ));
+            out.push((format!("{base}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+/// Whether a pod gets service environment variables (`enableServiceLinks`, default true).
+pub fn service_links(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true)
+}
+
+/// Names of the ConfigMaps and Secrets a pod's env and volumes refer to:
+/// `(config_maps, secrets)`.
 pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
-    let mut cms = Vec::new();
-    let mut secrets = Vec::new();
+    let (mut cms, mut secrets) = crate::volumes::referenced_objects(pod);
     let Some(spec) = &pod.spec else {
         return (cms, secrets);
     };
@@ -253,6 +325,9 @@ pub fn resolve_env(
             }
             vals.insert(k, v);
         };
+    for (k, v) in &ctx.service_env {
+        set(k.clone(), v.clone(), &mut order, &mut vals);
+    }
     for ef in c.env_from.iter().flatten() {
         let prefix = ef.prefix.clone().unwrap_or_default();
         if let Some(r) = &ef.config_map_ref {
@@ -357,7 +432,7 @@ fn pod_namespace(pod: &Pod) -> &str {
     pod.metadata.namespace.as_deref().unwrap_or("default")
 }
 
-fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
+pub(crate) fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
     let md = &pod.metadata;
     let spec = pod.spec.as_ref();
     let subscript = |prefix: &str| -> Option<String> {
@@ -397,7 +472,7 @@ fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String
     })
 }
 
-fn resource_value(
+pub(crate) fn resource_value(
     c: &Container,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
     ctx: &EnvContext,
@@ -462,6 +537,7 @@ pub fn container_config(
         resources: container_resources(c)?,
         spec_hash: container_hash(c),
         termination_grace: termination_grace(pod),
+        mounts: ctx.mounts.get(&c.name).cloned().unwrap_or_default(),
     })
 }
 

@@ -25,6 +25,8 @@ pub(crate) struct ContainerView {
     pub restart_count: i32,
     /// Readiness (from probes; running without a readiness probe is ready).
     pub ready: bool,
+    /// Started (running, and its startup probe passed if it has one).
+    pub started: bool,
 }
 
 pub(crate) fn terminated(c: &ContainerStatus, scheme: &str) -> ContainerStateTerminated {
@@ -105,7 +107,7 @@ fn k8s_container_status(
             .filter(|c| !c.id.is_empty())
             .map(|c| format!("{scheme}://{}", c.id)),
         ready: running && v.ready,
-        started: Some(running),
+        started: Some(running && v.started),
         restart_count: v.restart_count,
         state: Some(state),
         last_state: Some(match last {

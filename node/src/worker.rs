@@ -9,11 +9,13 @@
 //! whose spec changed. Image errors, config errors and back-off show as waiting reasons.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backoff::BackOff;
@@ -21,6 +23,8 @@ use crate::control::ControlPlane;
 use crate::events::{EventType, pod_event};
 use crate::image::PullPolicy;
 use crate::node_info::HostFacts;
+use crate::probe::run::Target;
+use crate::probe::{Change, ContainerProbes, Outcome as ProbeOutcome, ProbeKind, ProbeSpec};
 use crate::runtime::{
     ContainerState, ContainerStatus, ListFilter, PodRef, Runtime, SandboxConfig, SandboxState,
     SandboxStatus,
@@ -42,6 +46,8 @@ pub(crate) struct WorkerShared {
     pub resync: Duration,
     /// The node's cluster DNS, for pods' resolver settings.
     pub cluster_dns: Option<crate::dns::ClusterDns>,
+    /// Where pods' volumes live (`<root>/pods/<uid>/volumes`).
+    pub root_dir: std::path::PathBuf,
 }
 
 /// What the runtime holds for one pod.
@@ -111,6 +117,115 @@ pub(crate) struct PodWorker {
     backoff_events: HashSet<String>,
     start_time: Option<Timestamp>,
     last_status: Option<PodStatus>,
+    /// Wakes this pod's sync loop (probe verdict changes use it).
+    wake: Arc<Notify>,
+    /// Container id → its probe task and verdicts.
+    probes: HashMap<String, ProbeHandle>,
+    /// Ids of instances killed because a liveness or startup probe failed.
+    probe_killed: HashSet<String>,
+    /// The pod as last synced (its preStop hooks run when it is removed).
+    last_pod: Option<Pod>,
+}
+
+/// The verdicts of one container instance's probes, as its probe task last set them.
+#[derive(Debug, Clone, Default)]
+struct ProbeView {
+    started: bool,
+    ready: bool,
+    /// A liveness or startup probe failed for good: which, and the last failure.
+    kill: Option<(ProbeKind, String)>,
+}
+
+struct ProbeHandle {
+    view: Arc<Mutex<ProbeView>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PodWorker {
+    fn drop(&mut self) {
+        for (_, h) in self.probes.drain() {
+            h.task.abort();
+        }
+    }
+}
+
+/// Records an event about a pod (best effort: a failure is only logged).
+async fn record_event(
+    sh: &WorkerShared,
+    pod: &PodRef,
+    container: Option<&str>,
+    t: EventType,
+    reason: &str,
+    message: String,
+) {
+    match t {
+        EventType::Normal => tracing::debug!(pod = %pod, container, reason, "{message}"),
+        EventType::Warning => tracing::warn!(pod = %pod, container, reason, "{message}"),
+    }
+    let ev = pod_event(
+        &sh.node_name,
+        pod,
+        container,
+        t,
+        reason,
+        &message,
+        Timestamp::now(),
+    );
+    if let Err(e) = sh.control.record_event(ev).await {
+        tracing::debug!(pod = %pod, "cannot record event: {e}");
+    }
+}
+
+/// Runs one container instance's probes until the instance is condemned or the task is
+/// aborted: waits until a probe is due, runs it, records the result, and when a verdict
+/// changes publishes it and wakes the pod's sync.
+async fn probe_loop(
+    mut probes: ContainerProbes,
+    sh: Arc<WorkerShared>,
+    pod: PodRef,
+    container: String,
+    target: Target,
+    view: Arc<Mutex<ProbeView>>,
+    wake: Arc<Notify>,
+) {
+    while let Some((kind, at)) = probes.next() {
+        tokio::time::sleep_until(at).await;
+        let Some(spec) = probes.spec(kind).cloned() else {
+            return;
+        };
+        let started = Instant::now();
+        let outcome =
+            crate::probe::run::probe(&*sh.runtime, &spec.action, &target, spec.timeout).await;
+        let change = probes.record(kind, &outcome, started);
+        if let ProbeOutcome::Failure(why) = &outcome {
+            tracing::debug!(pod = %pod, container, probe = kind.title(), "probe failed: {why}");
+            // One event per run of failures (the kubelet sends one per failure).
+            let first_of_run = probes.state(kind).is_some_and(|s| s.run_length() == 1);
+            if first_of_run || change.is_some() {
+                record_event(
+                    &sh,
+                    &pod,
+                    Some(&container),
+                    EventType::Warning,
+                    "Unhealthy",
+                    format!("{} probe failed: {why}", kind.title()),
+                )
+                .await;
+            }
+        }
+        if let Some(change) = change {
+            tracing::info!(pod = %pod, container, ?change, "probe verdict changed");
+            {
+                let mut v = view.lock().expect("probe view lock");
+                v.started = probes.started();
+                v.ready = probes.ready();
+                if let Change::Kill { kind, message } = change {
+                    v.kill = Some((kind, message));
+                }
+            }
+            wake.notify_one();
+        }
+    }
 }
 
 fn pod_ref(pod: &Pod) -> PodRef {
@@ -126,7 +241,7 @@ fn pod_ref(pod: &Pod) -> PodRef {
 }
 
 impl PodWorker {
-    pub fn new(sh: Arc<WorkerShared>, pod: &Pod) -> Self {
+    pub fn new(sh: Arc<WorkerShared>, pod: &Pod, wake: Arc<Notify>) -> Self {
         PodWorker {
             sh,
             pod: pod_ref(pod),
@@ -138,6 +253,10 @@ impl PodWorker {
             backoff_events: HashSet::new(),
             start_time: None,
             last_status: pod.status.clone(),
+            wake,
+            probes: HashMap::new(),
+            probe_killed: HashSet::new(),
+            last_pod: None,
         }
     }
 
@@ -155,21 +274,174 @@ impl PodWorker {
     }
 
     async fn event(&self, container: Option<&str>, t: EventType, reason: &str, message: String) {
-        match t {
-            EventType::Normal => tracing::debug!(pod = %self.pod, container, reason, "{message}"),
-            EventType::Warning => tracing::warn!(pod = %self.pod, container, reason, "{message}"),
+        record_event(&self.sh, &self.pod, container, t, reason, message).await;
+    }
+
+    /// Starts probe tasks for running instances that have probes and stops those of
+    /// instances that no longer run.
+    fn ensure_probes(&mut self, pod: &Pod, obs: &Observed, sandbox: Option<&SandboxStatus>) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut wanted = HashSet::new();
+        for c in spec.containers.iter().filter(|c| ContainerProbes::any(c)) {
+            let Some(l) = obs.instances(&c.name).into_iter().next() else {
+                continue;
+            };
+            if l.state != ContainerState::Running {
+                continue;
+            }
+            wanted.insert(l.id.clone());
+            if self.probes.contains_key(&l.id) {
+                continue;
+            }
+            // Probes count from the instance's start (an adopted one started earlier).
+            let ran_for = l
+                .started_at
+                .map(|t| Timestamp::now().duration_since(t))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            let now = Instant::now();
+            let started = now.checked_sub(ran_for).unwrap_or(now);
+            let view = Arc::new(Mutex::new(ProbeView::default()));
+            let mut probes = match ContainerProbes::new(c, started) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Validation refuses such pods; a pod that still has one is never ready.
+                    tracing::warn!(pod = %self.pod, container = c.name, "{e}");
+                    let task = tokio::spawn(async {});
+                    self.probes.insert(l.id.clone(), ProbeHandle { view, task });
+                    continue;
+                }
+            };
+            // What the last report said of this very instance (an agent restart).
+            let container_id = format!("{}://{}", self.sh.runtime.kind().scheme(), l.id);
+            if let Some(prev) = self
+                .last_status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|s| s.container_id.as_deref() == Some(container_id.as_str()))
+                })
+            {
+                probes.resume(prev.started.unwrap_or(false), prev.ready);
+            }
+            {
+                let mut v = view.lock().expect("probe view lock");
+                v.started = probes.started();
+                v.ready = probes.ready();
+            }
+            let pod_ip = sandbox.and_then(|s| s.ip.clone()).or_else(|| {
+                obs.sandboxes
+                    .iter()
+                    .filter(|s| s.state == SandboxState::Ready)
+                    .find_map(|s| s.ip.clone())
+            });
+            let target = Target {
+                container_id: l.id.clone(),
+                pod_ip,
+            };
+            let task = tokio::spawn(probe_loop(
+                probes,
+                self.sh.clone(),
+                self.pod.clone(),
+                c.name.clone(),
+                target,
+                view.clone(),
+                self.wake.clone(),
+            ));
+            self.probes.insert(l.id.clone(), ProbeHandle { view, task });
         }
-        let ev = pod_event(
-            &self.sh.node_name,
-            &self.pod,
-            container,
-            t,
-            reason,
-            &message,
-            Timestamp::now(),
-        );
-        if let Err(e) = self.sh.control.record_event(ev).await {
-            tracing::debug!(pod = %self.pod, "cannot record event: {e}");
+        self.probes.retain(|id, h| {
+            let keep = wanted.contains(id);
+            if !keep {
+                h.task.abort();
+            }
+            keep
+        });
+    }
+
+    /// The probe verdicts of a running instance: `(started, ready)`.
+    fn probe_verdicts(&self, c: &Container, id: &str) -> (bool, bool) {
+        match self.probes.get(id) {
+            Some(h) => {
+                let v = h.view.lock().expect("probe view lock");
+                (v.started, v.ready)
+            }
+            None => {
+                let started = c.startup_probe.is_none();
+                (started, started && c.readiness_probe.is_none())
+            }
+        }
+    }
+
+    /// Whether restartPolicy restarts this exited instance (one killed by a failed
+    /// liveness or startup probe restarts unless the policy is Never).
+    fn restarts(&self, policy: &str, l: &ContainerStatus) -> bool {
+        should_restart(policy, l.exit_code)
+            || (policy != "Never" && self.probe_killed.contains(&l.id))
+    }
+
+    /// Stops a container as the kubelet kills one: its preStop hook first (within the
+    /// grace period), then SIGTERM, then SIGKILL when the rest of the grace has passed.
+    async fn kill_container(
+        &self,
+        c: Option<&Container>,
+        id: &str,
+        grace: Duration,
+        pod_ip: Option<String>,
+    ) {
+        let started = Instant::now();
+        let hook = c.and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone());
+        let mut left = grace;
+        if let (Some(hook), Some(c)) = (hook, c) {
+            tracing::info!(pod = %self.pod, container = c.name, "running the preStop hook");
+            let result = self.run_hook(&hook, c, id, grace, pod_ip).await;
+            // The kubelet leaves at least 2 s between SIGTERM and SIGKILL after a hook.
+            left = grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(2));
+            if let Err(why) = result {
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {why}"),
+                )
+                .await;
+            }
+        }
+        if let Err(e) = self.sh.runtime.stop_container(id, left).await {
+            tracing::warn!(pod = %self.pod, id, "cannot stop container: {e}");
+        }
+    }
+
+    /// Runs a lifecycle hook (exec or httpGet), bounded by `limit`.
+    async fn run_hook(
+        &self,
+        hook: &LifecycleHandler,
+        c: &Container,
+        id: &str,
+        limit: Duration,
+        pod_ip: Option<String>,
+    ) -> Result<(), String> {
+        let probe = k8s_openapi::api::core::v1::Probe {
+            exec: hook.exec.clone(),
+            http_get: hook.http_get.clone(),
+            tcp_socket: hook.tcp_socket.clone(),
+            ..Default::default()
+        };
+        if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(limit)).await;
+            return Ok(());
+        }
+        let spec = ProbeSpec::from_k8s(&probe, c, ProbeKind::Liveness).map_err(|e| e.0)?;
+        let target = Target {
+            container_id: id.to_string(),
+            pod_ip,
+        };
+        match crate::probe::run::probe(&*self.sh.runtime, &spec.action, &target, limit).await {
+            ProbeOutcome::Success => Ok(()),
+            ProbeOutcome::Failure(why) => Err(why),
         }
     }
 
@@ -278,6 +550,7 @@ impl PodWorker {
     pub async fn sync(&mut self, pod: &Pod) -> SyncResult {
         let now = Instant::now();
         let mut st = SyncState::default();
+        self.last_pod = Some(pod.clone());
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy
@@ -344,7 +617,7 @@ impl PodWorker {
         let all_finished = !spec.containers.is_empty()
             && spec.containers.iter().all(|c| {
                 self.latest(&obs, &c.name).is_some_and(|l| {
-                    l.state == ContainerState::Exited && !should_restart(&policy, l.exit_code)
+                    l.state == ContainerState::Exited && !self.restarts(&policy, &l)
                 })
             });
         if init_failed || all_finished {
@@ -373,7 +646,24 @@ impl PodWorker {
         };
 
         let ctx = match self.env_context(pod, &sandbox).await {
-            Ok(ctx) => ctx,
+            Ok(mut ctx) => match crate::volumes::prepare(&self.sh.root_dir, pod, &ctx) {
+                Ok(mounts) => {
+                    ctx.mounts = mounts;
+                    ctx
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.event(None, EventType::Warning, "FailedMount", msg.clone())
+                        .await;
+                    for c in &spec.containers {
+                        st.wait(&c.name, "ContainerCreating", msg.clone());
+                    }
+                    st.wake_at(now + Duration::from_secs(5));
+                    return self
+                        .finish(pod, &policy, st, Some(&sandbox), false, false)
+                        .await;
+                }
+            },
             Err(msg) => {
                 for c in &spec.containers {
                     st.wait(&c.name, "CreateContainerConfigError", msg.clone());
@@ -428,6 +718,12 @@ impl PodWorker {
             node_memory_bytes: self.sh.facts.memory_bytes,
             ..Default::default()
         };
+        if crate::spec::service_links(pod) {
+            match self.sh.control.list_services(&self.pod.namespace).await {
+                Ok(list) => ctx.service_env = crate::spec::service_env(&list),
+                Err(e) => return Err(format!("cannot list services: {e}")),
+            }
+        }
         let (cms, secrets) = referenced_objects(pod);
         for name in cms {
             match self
@@ -586,8 +882,33 @@ impl PodWorker {
         let latest = self.latest(obs, &c.name);
         let attempt = match &latest {
             Some(l) if l.state == ContainerState::Running => {
+                let condemned = self
+                    .probes
+                    .get(&l.id)
+                    .and_then(|h| h.view.lock().expect("probe view lock").kill.clone());
                 if l.spec_hash == hash {
-                    return Outcome::Running;
+                    let Some((kind, _)) = condemned else {
+                        return Outcome::Running;
+                    };
+                    // A failed liveness or startup probe: kill; the restart follows
+                    // restartPolicy and the crash back-off like any exit.
+                    self.event(
+                        Some(&c.name),
+                        EventType::Normal,
+                        "Killing",
+                        format!(
+                            "Container {} failed {} probe, will be restarted",
+                            c.name,
+                            kind.title().to_lowercase()
+                        ),
+                    )
+                    .await;
+                    self.probe_killed.insert(l.id.clone());
+                    self.kill_container(Some(c), &l.id, termination_grace(pod), sandbox.ip.clone())
+                        .await;
+                    st.acted = true;
+                    st.wake_at(Instant::now());
+                    return Outcome::Waiting;
                 }
                 self.event(
                     Some(&c.name),
@@ -596,10 +917,7 @@ impl PodWorker {
                     format!("Container {} definition changed, will be restarted", c.name),
                 )
                 .await;
-                let _ = self
-                    .sh
-                    .runtime
-                    .stop_container(&l.id, termination_grace(pod))
+                self.kill_container(Some(c), &l.id, termination_grace(pod), sandbox.ip.clone())
                     .await;
                 st.acted = true;
                 l.attempt + 1
@@ -639,7 +957,7 @@ impl PodWorker {
                 l.attempt
             }
             Some(l) => {
-                if !should_restart(policy, l.exit_code) {
+                if !self.restarts(policy, l) {
                     return Outcome::Finished {
                         ok: l.exit_code == Some(0),
                     };
@@ -825,6 +1143,7 @@ impl PodWorker {
         let obs = match self.observe().await {
             Ok(obs) => {
                 self.remember(&obs);
+                self.ensure_probes(pod, &obs, sandbox);
                 obs
             }
             Err(e) => {
@@ -872,11 +1191,15 @@ impl PodWorker {
             if w.is_none() && latest.is_none() {
                 w = default_wait.map(|(r, m)| (r.to_string(), m.to_string()));
             }
+            let running = latest
+                .as_ref()
+                .filter(|l| l.state == ContainerState::Running);
+            let (started, ready) =
+                running.map_or((false, false), |l| self.probe_verdicts(c, &l.id));
             ContainerView {
                 restart_count: latest.as_ref().map_or(0, |l| l.attempt as i32),
-                ready: latest
-                    .as_ref()
-                    .is_some_and(|l| l.state == ContainerState::Running),
+                ready,
+                started,
                 latest,
                 previous,
                 waiting: w,
@@ -960,16 +1283,30 @@ impl PodWorker {
             )
             .await;
         }
+        for (_, h) in self.probes.drain() {
+            h.task.abort();
+        }
+        // The containers' specs, for their preStop hooks (the pod may be gone already).
+        let spec = pod
+            .or(self.last_pod.as_ref())
+            .and_then(|p| p.spec.clone())
+            .unwrap_or_default();
+        let pod_ip = obs
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+            .find_map(|s| s.ip.clone());
         let stops = running.iter().map(|c| {
             let g = grace.unwrap_or(c.termination_grace);
             tracing::info!(pod = %self.pod, container = c.name, grace_s = g.as_secs(), "stopping container");
-            self.sh.runtime.stop_container(&c.id, g)
+            let container = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|s| s.name == c.name);
+            self.kill_container(container, &c.id, g, pod_ip.clone())
         });
-        for r in futures::future::join_all(stops).await {
-            if let Err(e) = r {
-                tracing::warn!(pod = %self.pod, "stop failed: {e}");
-            }
-        }
+        futures::future::join_all(stops).await;
         for sb in obs
             .sandboxes
             .iter()
@@ -999,6 +1336,7 @@ impl PodWorker {
             }
         }
         tracing::info!(pod = %self.pod, containers = obs.containers.len(), "removed the pod's containers");
+        crate::volumes::remove_pod_dir(&self.sh.root_dir, &self.pod.uid);
     }
 }
 

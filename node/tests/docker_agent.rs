@@ -214,3 +214,8 @@ async fn node_registers_and_renews_its_lease() {
 async fn spec_change_and_graceful_deletion() {
     scenarios::spec_change_and_graceful_deletion(&Docker::new("da-change").await).await;
 }
+
+#[tokio::test]
+async fn probes_and_pre_stop() {
+    scenarios::probes_and_pre_stop(&Docker::new("da-probes").await).await;
+}

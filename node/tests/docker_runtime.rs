@@ -41,6 +41,7 @@ fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> Contai
         resources: Default::default(),
         spec_hash: "h".into(),
         termination_grace: Duration::from_secs(2),
+        mounts: vec![],
     }
 }
 
@@ -269,4 +270,74 @@ async fn demo_image_is_reused_while_the_binary_is_unchanged() {
     assert_eq!(a, b, "every tag is the same image");
     let again = rt.ensure_demo_image("reuse-a").await.unwrap();
     assert_eq!(a, again);
+}
+
+/// Limits reach Docker (`docker inspect` shows them) and mounts are binds, read-only where
+/// asked: the container reads the node's file and cannot write through a read-only mount.
+#[tokio::test]
+async fn limits_and_bind_mounts_reach_the_container() {
+    let node = unique("dock-lim");
+    let _cleanup = DockerCleanup(node.clone());
+    let rt = runtime(&node).await;
+    let image = "kommit.dev/demo:test-lim";
+    rt.ensure_image(image, PullPolicy::IfNotPresent)
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("hello"), "from the node").unwrap();
+    let p = pod("lim-0");
+    let sandbox = rt
+        .run_sandbox(&SandboxConfig {
+            pod: p.clone(),
+            attempt: 0,
+            hostname: p.name.clone(),
+            ports: vec![],
+            termination_grace: Duration::from_secs(2),
+        })
+        .await
+        .unwrap();
+    let mut c = container(
+        "lim",
+        image,
+        &["sh", "-c"],
+        &["cat /ro/hello; echo; echo x > /ro/new && echo wrote; echo y > /rw/new && cat /rw/new"],
+    );
+    c.resources.memory_limit_bytes = Some(64 * 1024 * 1024);
+    c.resources.cpu_limit_millis = Some(500);
+    c.resources.cpu_request_millis = Some(250);
+    c.mounts = vec![
+        kommit_node::runtime::Mount {
+            host_path: files.path().to_path_buf(),
+            container_path: "/ro".into(),
+            read_only: true,
+        },
+        kommit_node::runtime::Mount {
+            host_path: files.path().to_path_buf(),
+            container_path: "/rw".into(),
+            read_only: false,
+        },
+    ];
+    let id = rt.create_container(&sandbox, &c).await.unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .HostConfig}}", &id])
+        .output()
+        .unwrap();
+    let hc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hc["Memory"], 64 * 1024 * 1024);
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["CpuShares"], 256);
+    rt.start_container(&id).await.unwrap();
+    let st = wait_exited(&rt, &id).await;
+    let log = String::from_utf8(rt.logs(&id, LogOptions::default()).await.unwrap()).unwrap();
+    assert_eq!(st.exit_code, Some(0), "{log}");
+    assert!(log.starts_with("from the node\n"), "{log}");
+    assert!(
+        !log.contains("wrote"),
+        "a read-only mount was written: {log}"
+    );
+    assert!(log.ends_with("y\n"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(files.path().join("new")).unwrap(),
+        "y\n"
+    );
 }

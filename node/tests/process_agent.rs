@@ -149,3 +149,8 @@ async fn adoption_after_agent_restart() {
 async fn spec_change_and_graceful_deletion() {
     scenarios::spec_change_and_graceful_deletion(&Processes::new("pa-change")).await;
 }
+
+#[tokio::test]
+async fn probes_and_pre_stop() {
+    scenarios::probes_and_pre_stop(&Processes::new("pa-probes")).await;
+}

@@ -53,6 +53,7 @@ fn config(name: &str, image: &str, command: &[&str], args: &[&str]) -> Container
         resources: Resources::default(),
         spec_hash: "h".into(),
         termination_grace: Duration::from_secs(2),
+        mounts: vec![],
     }
 }
 

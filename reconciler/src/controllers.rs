@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::gc::{self, GcConfig};
 use crate::meta;
 use crate::nodelifecycle::{self, NodeLifecycleConfig};
+use crate::service::{self, ServiceConfig};
 use crate::state::{Desired, Observed};
 use crate::{bare, cronjob, daemonset, deployment, job, replicaset, scheduler};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,13 +17,16 @@ pub struct Config {
     pub nodes: NodeLifecycleConfig,
     /// Garbage collection settings.
     pub gc: GcConfig,
+    /// Service address ranges.
+    pub services: ServiceConfig,
 }
 
 /// The result of one pass over everything.
 #[derive(Debug, Default)]
 pub struct Pass {
     /// Writes of every controller, in order: garbage collection, Git copies,
-    /// Deployments, DaemonSets, CronJobs, Jobs, ReplicaSets, node lifecycle, scheduler.
+    /// Deployments, DaemonSets, CronJobs, Jobs, ReplicaSets, node lifecycle, scheduler,
+    /// Services (allocation), Endpoints.
     pub outcome: Reconciled,
     /// Objects that could not be reconciled (`Deployment default/web`), with why.
     pub errors: Vec<(String, ReconcileError)>,
@@ -91,6 +95,14 @@ pub fn reconcile_all(
     pass.outcome
         .merge(nodelifecycle::reconcile(ctx, observed, &config.nodes));
     pass.outcome.merge(scheduler::schedule(ctx, observed));
+    pass.outcome.merge(service::reconcile_services(
+        ctx,
+        desired,
+        observed,
+        &config.services,
+    ));
+    pass.outcome
+        .merge(service::reconcile_endpoints(ctx, desired, observed));
     pass
 }
 

@@ -110,6 +110,9 @@ const READ_KINDS: &[&str] = &[
     "Job",
     "CronJob",
     "DaemonSet",
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
 ];
 
 /// Runs the controllers against a cache.

@@ -173,6 +173,8 @@ pub const RESOURCES: &[ResourceInfo] = &[
         "clusterrolebindings",
         false,
     ),
+    // kommit's own: the rollout record of each commit (see `rollout`).
+    r("Commit", "kommit.dev", "v1", "commits", "commits", false),
 ];
 
 /// The resource of a kind (`"Pod"` → pods).

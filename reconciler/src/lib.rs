@@ -20,8 +20,10 @@
 //! | [`daemonset`] | DaemonSet → one pod per eligible node (selector, affinity, taints), RollingUpdate (maxUnavailable/maxSurge), OnDelete, status |
 //! | [`bare`] | bare Pods, ReplicaSets and Namespaces from Git copied to observed state |
 //! | [`gc`] | garbage collector (owner gone from the revision → ReplicaSets, then pods) and pod GC |
+//! | [`service`] | Services: cluster IP and node port allocation, Endpoints and EndpointSlices from ready pods |
 //! | [`scheduler`] | filters, scores, binding, `FailedScheduling` |
 //! | [`nodelifecycle`] | lease → Ready=Unknown after 40 s, taints, eviction after 5 min |
+//! | [`rollout`] | rollout records: desired + observed → per-object progress and health, a commit's record (Progressing → Converged / Failed / Superseded, or Rejected) |
 //! | [`events`] | core/v1 Events with Kubernetes' reasons |
 //! | [`keys`] | `/registry/<resource>/<namespace>/<name>` layout, kind ↔ resource |
 //! | [`controllers`] | [`reconcile_all`]: every controller once over one snapshot |
@@ -60,7 +62,9 @@ pub mod object;
 pub mod podutil;
 pub mod quantity;
 pub mod replicaset;
+pub mod rollout;
 pub mod scheduler;
+pub mod service;
 pub mod state;
 
 pub use action::{Action, ReconcileError, Reconciled, Requeue, error_policy};

@@ -6,7 +6,8 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::keys::{KeyError, ObjectKey};
@@ -99,7 +100,19 @@ macro_rules! objects {
 }
 
 objects!(
-    Pod, ReplicaSet, Deployment, DaemonSet, Job, CronJob, Node, Lease, Event, Namespace
+    Pod,
+    ReplicaSet,
+    Deployment,
+    DaemonSet,
+    Job,
+    CronJob,
+    Node,
+    Lease,
+    Event,
+    Namespace,
+    Service,
+    Endpoints,
+    EndpointSlice,
 );
 
 impl Object {

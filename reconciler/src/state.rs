@@ -4,7 +4,10 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::meta;
 use crate::object::Object;
@@ -101,6 +104,12 @@ pub struct Observed {
     pub cron_jobs: Vec<CronJob>,
     /// DaemonSet status records.
     pub daemon_sets: Vec<DaemonSet>,
+    /// Services as allocated (the Git spec with cluster IP and node ports filled in).
+    pub services: Vec<Service>,
+    /// Endpoints of Services.
+    pub endpoints: Vec<Endpoints>,
+    /// EndpointSlices of Services.
+    pub endpoint_slices: Vec<EndpointSlice>,
 }
 
 impl Observed {
@@ -119,6 +128,9 @@ impl Observed {
                 Object::DaemonSet(x) => o.daemon_sets.push(x),
                 Object::Job(x) => o.jobs.push(x),
                 Object::CronJob(x) => o.cron_jobs.push(x),
+                Object::Service(x) => o.services.push(x),
+                Object::Endpoints(x) => o.endpoints.push(x),
+                Object::EndpointSlice(x) => o.endpoint_slices.push(x),
             }
         }
         o

@@ -59,6 +59,7 @@ fn extras(
         "statefulsets" => (&["sts"], ALL, STATUS),
         "jobs" => (NONE, ALL, STATUS),
         "cronjobs" => (&["cj"], ALL, STATUS),
+        "commits" => (&["kc"], NONE, NONE),
         _ => (NONE, NONE, NONE),
     }
 }

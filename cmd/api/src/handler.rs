@@ -103,7 +103,14 @@ fn unknown_resource(group: &str, version: &str, plural: &str) -> ApiError {
     ))
 }
 
-fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
+/// What a path names. A write names any subresource (`scale`, `eviction`, ...): it is
+/// refused with the Git message whatever it is.
+fn parse_target(
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    reading: bool,
+) -> Result<Target, ApiError> {
     let find = |plural: &str| {
         discovery::find(group, version, plural)
             .ok_or_else(|| unknown_resource(group, version, plural))
@@ -154,6 +161,7 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
         )));
     }
     if let Some(sub) = &t.sub
+        && reading
         && !t.res.subresources.contains(&sub.as_str())
     {
         return Err(ApiError::no_such_path(format!(
@@ -244,6 +252,30 @@ async fn dispatch(
             return Ok(json_response(StatusCode::OK, &doc, ct));
         }
     }
+    // `kubectl describe namespace` lists these by path, without discovery: kommit
+    // enforces no quotas or limit ranges, so there are none.
+    if reading
+        && let [
+            "api",
+            "v1",
+            "namespaces",
+            _,
+            plural @ ("resourcequotas" | "limitranges"),
+        ] = segs.as_slice()
+    {
+        let kind = if *plural == "resourcequotas" {
+            "ResourceQuotaList"
+        } else {
+            "LimitRangeList"
+        };
+        let list = json!({
+            "kind": kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": s.api.cache.current_revision().to_string()},
+            "items": [],
+        });
+        return Ok(object_response(&list, accept));
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (g, v, rest),
@@ -253,7 +285,7 @@ async fn dispatch(
             )));
         }
     };
-    let target = parse_target(group, version, rest)?;
+    let target = parse_target(group, version, rest, reading)?;
     if !reading {
         return Err(refuse_write(s, method, &target, req).await);
     }

@@ -289,6 +289,35 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Holder", "string", 0, "The holder of the lease."),
             AGE,
         ],
+        "Commit" => vec![
+            ("Commit", "string", 0, "The commit id (the record's name)."),
+            (
+                "State",
+                "string",
+                0,
+                "Progressing, Converged, Failed, Superseded or Rejected.",
+            ),
+            (
+                "Message",
+                "string",
+                0,
+                "The first line of the commit message.",
+            ),
+            AGE,
+            ("Author", "string", 1, "Who wrote the commit."),
+            (
+                "Reason",
+                "string",
+                1,
+                "Why the rollout ended as it did (Failed, Superseded, Rejected).",
+            ),
+            (
+                "Duration",
+                "string",
+                1,
+                "From detection to the end of the rollout (or now).",
+            ),
+        ],
         _ => vec![NAME, AGE],
     }
 }
@@ -301,7 +330,7 @@ pub fn column_definitions(kind: &str) -> Vec<Value> {
             json!({
                 "name": name,
                 "type": ty,
-                "format": if name == "Name" { "name" } else { "" },
+                "format": if name == "Name" || (kind == "Commit" && name == "Commit") { "name" } else { "" },
                 "description": description,
                 "priority": priority,
             })
@@ -811,8 +840,40 @@ pub fn cells(kind: &str, v: &Value, now: jiff::Timestamp) -> Vec<Value> {
             json!(or_none(s(v, "/spec/holderIdentity").to_string())),
             age,
         ],
+        "Commit" => commit_cells(v, now, name, age),
         _ => vec![name, age],
     }
+}
+
+/// A commit record's row: the first line of its message cut at 60 characters.
+fn commit_cells(v: &Value, now: jiff::Timestamp, name: Value, age: Value) -> Vec<Value> {
+    let subject = s(v, "/spec/message").lines().next().unwrap_or("");
+    let message = if subject.chars().count() > 60 {
+        format!("{}...", subject.chars().take(57).collect::<String>())
+    } else {
+        subject.to_string()
+    };
+    let time = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let duration = match time("/status/startTime") {
+        Some(start) => {
+            let end = time("/status/endTime").unwrap_or(now);
+            human_duration(end.as_second() - start.as_second())
+        }
+        None => "<unknown>".into(),
+    };
+    vec![
+        name,
+        json!(s(v, "/status/state")),
+        json!(message),
+        age,
+        json!(s(v, "/spec/author")),
+        json!(or_none(s(v, "/status/reason").to_string())),
+        json!(duration),
+    ]
 }
 
 /// PartialObjectMetadata of an object (what a row's `object` holds by default).

@@ -291,5 +291,34 @@ async fn writes_are_refused() {
             "{v}"
         );
     }
+    // Writes to subresources, served for reading or not, are refused the same way.
+    for uri in [
+        "/api/v1/namespaces/a/pods/p1/status",
+        "/apis/apps/v1/namespaces/a/deployments/web/scale",
+        "/api/v1/namespaces/a/pods/p1/eviction",
+    ] {
+        let (st, _, v) = call(&s, "PATCH", uri, None, Some(TOKEN)).await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{uri}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("lives in Git"),
+            "{uri}: {v}"
+        );
+    }
+    let (st, _, _) = get(&s, "/apis/apps/v1/namespaces/a/deployments/web/scale").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     let _ = Arc::new(());
+}
+
+#[tokio::test]
+async fn quotas_and_limit_ranges_are_empty_lists() {
+    let s = state().await;
+    for (plural, kind) in [
+        ("resourcequotas", "ResourceQuotaList"),
+        ("limitranges", "LimitRangeList"),
+    ] {
+        let (st, _, v) = get(&s, &format!("/api/v1/namespaces/a/{plural}")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["kind"], kind);
+        assert_eq!(v["items"], serde_json::json!([]));
+    }
 }

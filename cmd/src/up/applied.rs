@@ -8,7 +8,6 @@ use tokio::sync::watch;
 
 /// The commit the cluster runs, with its validated snapshot.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // read by the API server (crate kommit-api)
 pub struct AppliedState {
     /// The applied commit.
     pub commit: ObjectId,

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, NodeStatus, Pod, PodStatus, Secret, Service,
+};
 use k8s_openapi::serde::{Serialize, de::DeserializeOwned};
 use kommit_cache::{
     Cache, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
@@ -358,6 +360,22 @@ impl ControlPlane for CacheControlPlane {
             Some(Object::Secret(s)) => Some(s),
             _ => None,
         })
+    }
+
+    /// The Services as allocated by the reconciler (`/registry/services/specs/<ns>/`).
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>, ControlPlaneError> {
+        let resp = self
+            .cache
+            .range(RangeRequest::prefix(format!(
+                "/registry/services/specs/{namespace}/"
+            )))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp
+            .kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
     }
 }
 

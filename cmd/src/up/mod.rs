@@ -4,11 +4,14 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`api`] | the read-only Kubernetes API (`kommit-api`) and its log source |
 //! | [`source`] | REPO / --branch / --path resolution, the default data directory |
 //! | [`applied`] | the applied revision as a `watch` (read by the node and the API) |
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
+//! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
+//! | [`records`] | a rollout record per commit in the cache (`kommit status`, `kubectl get commits`) |
 //!
 //! Decisions:
 //! - The data directory defaults to `$XDG_STATE_HOME/kommit/<repo>[-<folder>]` (else
@@ -23,10 +26,13 @@
 //!   Docker runtime for those, or workloads that take their port from elsewhere.
 //! - The cache is compacted every minute to its last 10,000 revisions.
 
+pub mod api;
 pub mod applied;
 pub mod control;
 pub mod desired;
 pub mod progress;
+pub mod proxy;
+pub mod records;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -88,12 +94,24 @@ pub struct Args {
     /// loopback port; the address is printed).
     #[arg(long, value_name = "ADDR")]
     etcd_listen: Option<SocketAddr>,
+    /// Where to serve the read-only Kubernetes API (default: 127.0.0.1:6443 when free,
+    /// else a free loopback port; the URL is printed and `kommit kubeconfig` reads it).
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
     /// The local node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
     /// How often to check the branch besides file notifications (fetch interval for URLs).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     poll_ms: u64,
+    /// How Services are proxied: auto is iptables when running as root with a working
+    /// iptables and no other kommit owning the chains, else userspace.
+    #[arg(long, value_enum, default_value_t = proxy::ProxyMode::Auto)]
+    proxy_mode: proxy::ProxyMode,
+    /// The range Services' cluster IPs are allocated from (IPv4 CIDR). The default sits in
+    /// 198.18.0.0/15 (RFC 2544), which no LAN, VPN or Docker network uses.
+    #[arg(long, value_name = "CIDR", default_value_t = kommit_reconciler::service::DEFAULT_SERVICE_RANGE)]
+    service_cidr: kommit_reconciler::service::Ipv4Range,
 }
 
 /// Entry point.
@@ -139,6 +157,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir.join("cache"), Options::default())
         .with_context(|| format!("opening the cache in {}", data_dir.display()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
 
     // The etcd v3 API.
     let listener = match args.etcd_listen {
@@ -156,6 +175,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     println!(
         "etcd API: {etcd_addr} (ETCDCTL_API=3 etcdctl --endpoints={etcd_addr} get --prefix /registry/pods/)"
     );
+    let endpoint_file = data_dir.join(records::ETCD_ENDPOINT_FILE);
+    std::fs::write(&endpoint_file, format!("{etcd_addr}\n"))
+        .with_context(|| format!("writing {}", endpoint_file.display()))?;
     let opts = grpc::ServeOptions::for_listener(&listener).context("reading the etcd address")?;
     let grpc_task = {
         let cache = cache.clone();
@@ -177,10 +199,23 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     };
     let runtime = pick_runtime(args.runtime, &node_name, &data_dir).await?;
     let (applied_tx, applied_rx) = applied::channel();
+    let api_task = api::start(
+        &data_dir,
+        args.api_listen,
+        cache.clone(),
+        applied_rx.clone(),
+        runtime.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let control = Arc::new(control::CacheControlPlane::new(cache.clone(), applied_rx));
     let agent_task = {
         let mut stop = shutdown_rx.clone();
-        let agent = Agent::new(AgentConfig::new(node_name.clone()), runtime, control);
+        let config = AgentConfig {
+            root_dir: data_dir.join("node"),
+            ..AgentConfig::new(node_name.clone())
+        };
+        let agent = Agent::new(config, runtime, control);
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -200,9 +235,21 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let compact_task = tokio::spawn(compact_loop(cache.clone(), shutdown_rx.clone()));
+    let (records, records_task) = records::Records::start(cache.clone(), shutdown_rx.clone());
 
     // Resume from the applied revision.
-    let load_options = LoadOptions::with_path(&target.path);
+    let mut load_options = LoadOptions::with_path(&target.path);
+    load_options.service_cidr = kommit_desired::ServiceCidr {
+        base: args.service_cidr.base,
+        prefix: args.service_cidr.prefix,
+    };
+    let reconciler_config = kommit_reconciler::Config {
+        services: kommit_reconciler::service::ServiceConfig {
+            cluster_ips: args.service_cidr,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut applied_commit: Option<ObjectId> = match cache.get(APPLIED_KEY).await? {
         Some(kv) => ObjectId::from_hex(kv.value.as_ref()).ok(),
         None => None,
@@ -234,7 +281,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
     let mut executor_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut desired_tx: Option<watch::Sender<Arc<kommit_reconciler::Desired>>> = None;
-    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| {
+    let mut apply = |snapshot: Arc<Snapshot>, since: Instant| -> Arc<kommit_reconciler::Desired> {
         let desired = Arc::new(desired::from_snapshot(&snapshot));
         applied_tx.send_replace(Some(Arc::new(AppliedState {
             commit: snapshot.commit,
@@ -249,11 +296,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }));
         match &desired_tx {
             Some(tx) => {
-                tx.send_replace(desired);
+                tx.send_replace(desired.clone());
             }
             None => {
-                let (tx, rx) = watch::channel(desired);
-                let executor = Executor::new(cache.clone());
+                let (tx, rx) = watch::channel(desired.clone());
+                let executor = Executor::new(cache.clone()).with_config(reconciler_config.clone());
                 let stop = shutdown_rx.clone();
                 executor_task = Some(tokio::spawn(async move {
                     if let Err(e) = executor.run(rx, stop, |_| {}).await {
@@ -263,9 +310,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 desired_tx = Some(tx);
             }
         }
+        desired
     };
     if let Some(s) = &applied_snapshot {
-        apply(s.clone(), Instant::now());
+        let desired = apply(s.clone(), Instant::now());
+        records.resumed(s.commit.to_string(), desired);
     }
 
     let mut config = WatchConfig::new(target.source.clone(), &target.branch);
@@ -329,10 +378,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                     .put(PutRequest::new(APPLIED_KEY, snapshot.commit.to_string()))
                     .await
                     .context("recording the applied revision")?;
+                let spec = records::commit_spec(
+                    &repo,
+                    snapshot.commit,
+                    &target.branch,
+                    applied_snapshot.as_ref().map(|s| s.commit),
+                );
                 let snapshot = Arc::new(snapshot);
                 applied_snapshot = Some(snapshot.clone());
                 previous = Some((*snapshot).clone());
-                apply(snapshot, since);
+                let desired = apply(snapshot, since);
+                records.applied(spec, records::changes(&p), desired);
             }
             Err(LoadError::Rejected(r)) => {
                 println!(
@@ -348,6 +404,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 for e in &r.errors {
                     println!("  {e}");
                 }
+                records.rejected(
+                    records::commit_spec(
+                        &repo,
+                        ev.commit,
+                        &target.branch,
+                        applied_snapshot.as_ref().map(|s| s.commit),
+                    ),
+                    r.errors.iter().map(ToString::to_string).collect(),
+                );
                 previous = Some((*r.partial).clone());
             }
             Err(e) => println!("cannot load {}: {e}", short(&ev.commit)),
@@ -362,8 +427,13 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             let _ = t.await;
         }
         let _ = progress_task.await;
+        let _ = records_task.await;
         let _ = compact_task.await;
         let _ = grpc_task.await;
+        let _ = api_task.await;
+        if let Some(p) = proxy {
+            p.stopped().await;
+        }
     };
     if tokio::time::timeout(Duration::from_secs(15), wait)
         .await

@@ -1,14 +1,14 @@
 //! Terminal progress of a rollout: per-workload ready counts read from the cache after
-//! each change, until the cluster matches the applied revision ("converged").
+//! each change, until the cluster matches the applied revision ("converged"). The
+//! assessment itself is the reconciler's ([`kommit_reconciler::rollout::assess`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
 use kommit_cache::{Cache, RangeRequest, WatchRequest};
-use kommit_reconciler::{Desired, hash, meta, podutil};
+use kommit_reconciler::rollout::{Assessment, assess};
+use kommit_reconciler::{Desired, Observed};
 use tokio::sync::watch;
 
 /// What the progress printer tracks: the applied revision and when it was detected.
@@ -121,202 +121,43 @@ async fn list<T: k8s_openapi::serde::de::DeserializeOwned>(
         .collect())
 }
 
-fn unschedulable(pod: &Pod) -> Option<String> {
-    let c = podutil::condition(pod, "PodScheduled")?;
-    (c.status == "False").then(|| c.message.clone().unwrap_or_else(|| "unschedulable".into()))
+/// What a rollout's assessment reads from the cache: pods, ReplicaSets and the status
+/// records of Deployments, Jobs and DaemonSets.
+pub async fn observe(cache: &Cache) -> Result<Observed, kommit_cache::Error> {
+    Ok(Observed {
+        pods: list(cache, "/registry/pods/").await?,
+        replica_sets: list(cache, "/registry/replicasets/").await?,
+        deployments: list(cache, "/registry/deployments/").await?,
+        jobs: list(cache, "/registry/jobs/").await?,
+        daemon_sets: list(cache, "/registry/daemonsets/").await?,
+        ..Observed::default()
+    })
+}
+
+/// The progress lines of an assessment (keyed `Deployment ns/name`, in order).
+pub fn lines(a: &Assessment) -> Progress {
+    let mut progress = Progress {
+        converged: a.converged,
+        ..Progress::default()
+    };
+    for o in &a.objects {
+        progress.lines.insert(o.id(), o.line());
+    }
+    if a.leftover_pods > 0 {
+        progress.lines.insert(
+            "~removed".into(),
+            format!(
+                "{} pod(s) no longer in the revision to remove",
+                a.leftover_pods
+            ),
+        );
+    }
+    progress
 }
 
 /// The progress of `desired` from what the cache holds now.
 pub async fn compute(cache: &Cache, desired: &Desired) -> Result<Progress, kommit_cache::Error> {
-    let pods: Vec<Pod> = list(cache, "/registry/pods/").await?;
-    let rss: Vec<ReplicaSet> = list(cache, "/registry/replicasets/").await?;
-    let mut progress = Progress {
-        converged: true,
-        ..Progress::default()
-    };
-    let mut explained: BTreeSet<String> = BTreeSet::new();
-    let uid = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        m.uid.clone().unwrap_or_default()
-    };
-    for d in &desired.deployments {
-        let ns = meta::namespace(&d.metadata);
-        let name = meta::name(&d.metadata);
-        let Some(d_uid) = desired.uid_of("Deployment", ns, name) else {
-            continue;
-        };
-        let spec = d.spec.clone().unwrap_or_default();
-        let replicas = spec.replicas.unwrap_or(1);
-        let owned: Vec<&ReplicaSet> = rss
-            .iter()
-            .filter(|rs| meta::controller_of(&rs.metadata).is_some_and(|o| o.uid == d_uid))
-            .collect();
-        let new_uid = owned
-            .iter()
-            .find(|rs| {
-                rs.spec
-                    .as_ref()
-                    .and_then(|s| s.template.as_ref())
-                    .is_some_and(|t| hash::equal_ignore_hash(t, &spec.template))
-            })
-            .map(|rs| uid(&rs.metadata));
-        let (mut ready, mut total, mut old) = (0, 0, 0);
-        let mut pending: Option<String> = None;
-        for p in &pods {
-            let Some(owner) = meta::controller_of(&p.metadata) else {
-                continue;
-            };
-            if !owned.iter().any(|rs| uid(&rs.metadata) == owner.uid) {
-                continue;
-            }
-            explained.insert(uid(&p.metadata));
-            if podutil::is_terminal(p) {
-                continue;
-            }
-            if Some(&owner.uid) == new_uid.as_ref() && !podutil::is_terminating(p) {
-                total += 1;
-                if podutil::phase(p) == "Running" && podutil::is_ready(p) {
-                    ready += 1;
-                }
-                if let Some(why) = unschedulable(p) {
-                    pending = Some(why);
-                }
-            } else {
-                old += 1;
-            }
-        }
-        let mut line = format!("{ns}/{name}: {ready}/{replicas} ready");
-        if old > 0 {
-            line.push_str(&format!(", {old} old"));
-        }
-        if let Some(why) = pending {
-            line.push_str(&format!(" (Pending: {why})"));
-        }
-        if !(ready == replicas && total == replicas && old == 0) {
-            progress.converged = false;
-        }
-        progress
-            .lines
-            .insert(format!("Deployment {ns}/{name}"), line);
-    }
-    for d in &desired.pods {
-        let ns = meta::namespace(&d.metadata);
-        let name = meta::name(&d.metadata);
-        let found = pods
-            .iter()
-            .find(|p| meta::namespace(&p.metadata) == ns && meta::name(&p.metadata) == name);
-        let state = match found {
-            None => {
-                progress.converged = false;
-                "not created yet".to_owned()
-            }
-            Some(p) => {
-                explained.insert(uid(&p.metadata));
-                let phase = podutil::phase(p).to_owned();
-                let done = podutil::is_terminal(p) || (phase == "Running" && podutil::is_ready(p));
-                if !done {
-                    progress.converged = false;
-                }
-                match unschedulable(p) {
-                    Some(why) => format!("{phase} ({why})"),
-                    None => phase,
-                }
-            }
-        };
-        progress
-            .lines
-            .insert(format!("Pod {ns}/{name}"), format!("{ns}/{name}: {state}"));
-    }
-    workloads(cache, desired, &pods, &mut explained, &mut progress).await?;
-    let leftover = pods
-        .iter()
-        .filter(|p| {
-            !explained.contains(&uid(&p.metadata)) && meta::controller_of(&p.metadata).is_some()
-        })
-        .count();
-    if leftover > 0 {
-        progress.converged = false;
-        progress.lines.insert(
-            "~removed".into(),
-            format!("{leftover} pod(s) no longer in the revision to remove"),
-        );
-    }
-    Ok(progress)
-}
-
-/// Jobs (done when Complete or Failed) and DaemonSets (done when every node that should
-/// run one has an updated, ready pod); the pods of both, and of Jobs CronJobs made, are
-/// accounted for.
-async fn workloads(
-    cache: &Cache,
-    desired: &Desired,
-    pods: &[Pod],
-    explained: &mut BTreeSet<String>,
-    progress: &mut Progress,
-) -> Result<(), kommit_cache::Error> {
-    use k8s_openapi::api::apps::v1::DaemonSet;
-    use k8s_openapi::api::batch::v1::Job;
-    let jobs: Vec<Job> = list(cache, "/registry/jobs/").await?;
-    let mut owners: BTreeSet<String> = jobs.iter().filter_map(|j| j.metadata.uid.clone()).collect();
-    for j in &desired.jobs {
-        let (ns, name) = (meta::namespace(&j.metadata), meta::name(&j.metadata));
-        owners.insert(meta::desired_uid("Job", &j.metadata));
-        let status = jobs
-            .iter()
-            .find(|r| meta::namespace(&r.metadata) == ns && meta::name(&r.metadata) == name)
-            .and_then(|r| r.status.clone())
-            .unwrap_or_default();
-        let completions = j.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
-        let succeeded = status.succeeded.unwrap_or(0);
-        let state = if let Some(c) = kommit_reconciler::job::true_condition(&status, "Failed") {
-            format!("Failed ({})", c.reason.as_deref().unwrap_or(""))
-        } else if kommit_reconciler::job::true_condition(&status, "Complete").is_some() {
-            format!("Complete ({succeeded}/{completions} succeeded)")
-        } else {
-            progress.converged = false;
-            format!(
-                "{} active, {succeeded}/{completions} succeeded",
-                status.active.unwrap_or(0)
-            )
-        };
-        progress
-            .lines
-            .insert(format!("Job {ns}/{name}"), format!("{ns}/{name}: {state}"));
-    }
-    let records: Vec<DaemonSet> = list(cache, "/registry/daemonsets/").await?;
-    for d in &desired.daemon_sets {
-        let (ns, name) = (meta::namespace(&d.metadata), meta::name(&d.metadata));
-        owners.insert(meta::desired_uid("DaemonSet", &d.metadata));
-        let st = records
-            .iter()
-            .find(|r| meta::namespace(&r.metadata) == ns && meta::name(&r.metadata) == name)
-            .and_then(|r| r.status.clone());
-        let line = match &st {
-            Some(s) => format!(
-                "{ns}/{name}: {}/{} ready (daemon)",
-                s.number_ready, s.desired_number_scheduled
-            ),
-            None => format!("{ns}/{name}: not synced yet (daemon)"),
-        };
-        let done = st.as_ref().is_some_and(|s| {
-            s.observed_generation == Some(d.metadata.generation.unwrap_or(1))
-                && s.number_ready == s.desired_number_scheduled
-                && s.current_number_scheduled == s.desired_number_scheduled
-                && s.updated_number_scheduled == Some(s.desired_number_scheduled)
-                && s.number_misscheduled == 0
-        });
-        if !done {
-            progress.converged = false;
-        }
-        progress
-            .lines
-            .insert(format!("DaemonSet {ns}/{name}"), line);
-    }
-    for p in pods {
-        if meta::controller_of(&p.metadata).is_some_and(|o| owners.contains(&o.uid)) {
-            explained.insert(p.metadata.uid.clone().unwrap_or_default());
-        }
-    }
-    Ok(())
+    Ok(lines(&assess(desired, &observe(cache).await?)))
 }
 
 #[cfg(test)]

@@ -432,3 +432,80 @@ fn service_ports(
         errors.push(o.error_at(&path!["spec", "ports", i, "targetPort"], false, message));
     }
 }
+
+/// Service addresses across the commit: a `spec.clusterIP` must be an IPv4 address in
+/// the service range (or `None`), and no two Services may claim the same cluster IP or
+/// node port (per protocol). Every claimant of a clash gets an error naming the others.
+pub(crate) fn service_addresses(
+    objects: &BTreeMap<ObjectKey, Arc<DesiredObject>>,
+    cidr: &crate::ServiceCidr,
+) -> Vec<ValidationError> {
+    let mut errors = Vec::new();
+    let mut ips: BTreeMap<std::net::Ipv4Addr, Vec<&DesiredObject>> = BTreeMap::new();
+    let mut ports: BTreeMap<(i32, String), Vec<(&DesiredObject, usize)>> = BTreeMap::new();
+    for o in objects.values() {
+        let Object::Service(s) = &o.object else {
+            continue;
+        };
+        let Some(spec) = &s.spec else { continue };
+        let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
+        if ty != "ExternalName"
+            && let Some(ip) = spec.cluster_ip.as_deref().filter(|v| !v.is_empty())
+            && ip != "None"
+        {
+            match ip.parse::<std::net::Ipv4Addr>() {
+                Ok(a) if cidr.contains_usable(a) => ips.entry(a).or_default().push(o),
+                Ok(_) => errors.push(o.error_at(
+                    &path!["spec", "clusterIP"],
+                    false,
+                    format!("clusterIP {ip} is outside the service range {cidr} (or is its network or broadcast address)"),
+                )),
+                Err(_) => errors.push(o.error_at(
+                    &path!["spec", "clusterIP"],
+                    false,
+                    format!("clusterIP `{ip}` is not an IPv4 address (or `None` for a headless Service)"),
+                )),
+            }
+        }
+        if matches!(ty, "NodePort" | "LoadBalancer") {
+            for (i, p) in spec.ports.iter().flatten().enumerate() {
+                if let Some(np) = p.node_port.filter(|n| *n > 0) {
+                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    ports.entry((np, proto)).or_default().push((o, i));
+                }
+            }
+        }
+    }
+    for (ip, claimants) in ips.iter().filter(|(_, c)| c.len() > 1) {
+        for o in claimants {
+            let others: Vec<String> = claimants
+                .iter()
+                .filter(|x| x.key != o.key)
+                .map(|x| format!("{} ({})", x.key, x.provenance.path))
+                .collect();
+            errors.push(o.error_at(
+                &path!["spec", "clusterIP"],
+                false,
+                format!("clusterIP {ip} is also claimed by {}", others.join(", ")),
+            ));
+        }
+    }
+    for ((np, proto), claimants) in ports.iter().filter(|(_, c)| c.len() > 1) {
+        for (o, i) in claimants {
+            let others: Vec<String> = claimants
+                .iter()
+                .filter(|(x, j)| x.key != o.key || j != i)
+                .map(|(x, j)| format!("{} ports[{j}] ({})", x.key, x.provenance.path))
+                .collect();
+            errors.push(o.error_at(
+                &path!["spec", "ports", *i, "nodePort"],
+                false,
+                format!(
+                    "nodePort {np}/{proto} is also claimed by {}",
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    errors
+}

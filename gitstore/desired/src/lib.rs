@@ -80,6 +80,6 @@ pub use object::{DesiredObject, KINDS, Object, ObjectKey, PodSpecRef, Provenance
 pub use plan::{Action, Change, Plan, RolloutStep, normalized_yaml, plan};
 pub use repo::{HookRepository, create_repository, first_parent, is_ancestor};
 pub use snapshot::{
-    DEFAULT_MAX_FILE_BYTES, LoadOptions, Snapshot, is_manifest_name, open_repository,
+    DEFAULT_MAX_FILE_BYTES, LoadOptions, ServiceCidr, Snapshot, is_manifest_name, open_repository,
     resolve_commit,
 };

@@ -22,6 +22,41 @@ pub struct LoadOptions {
     pub path: String,
     /// Files larger than this are rejected with a clear error instead of being read.
     pub max_file_bytes: u64,
+    /// The range Services' cluster IPs come from: a `spec.clusterIP` outside it is an error.
+    pub service_cidr: ServiceCidr,
+}
+
+/// An IPv4 range for cluster IPs (default 198.19.0.0/16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCidr {
+    /// The network address.
+    pub base: std::net::Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Default for ServiceCidr {
+    fn default() -> Self {
+        ServiceCidr {
+            base: std::net::Ipv4Addr::new(198, 19, 0, 0),
+            prefix: 16,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl ServiceCidr {
+    /// Whether `ip` is a usable address of the range (not its network or broadcast address).
+    pub fn contains_usable(&self, ip: std::net::Ipv4Addr) -> bool {
+        let size = 1u64 << (32 - u32::from(self.prefix.min(32)));
+        let (b, i) = (u64::from(u32::from(self.base)), u64::from(u32::from(ip)));
+        i > b && i - b < size.saturating_sub(1)
+    }
 }
 
 impl Default for LoadOptions {
@@ -29,6 +64,7 @@ impl Default for LoadOptions {
         LoadOptions {
             path: String::new(),
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            service_cidr: ServiceCidr::default(),
         }
     }
 }
@@ -337,6 +373,10 @@ impl Snapshot {
         let assemble_ms = ms(t);
         let t_cross = std::time::Instant::now();
         errors.extend(crate::cross::check_all(&objects));
+        errors.extend(crate::cross::service_addresses(
+            &objects,
+            &options.service_cidr,
+        ));
         debug!(assemble_ms, cross_ms = ms(t_cross), "checks across objects");
 
         errors.sort();

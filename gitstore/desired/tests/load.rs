@@ -574,3 +574,66 @@ fn incremental_load_reports_duplicates_like_a_full_load() {
     );
     assert_eq!(errors(Some(&first)), full);
 }
+
+#[test]
+fn service_addresses_clash_or_leave_the_range() {
+    let repo = GitRepo::init();
+    let svc = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}  ports:\n  - port: 80\n"
+        )
+    };
+    repo.write(
+        "a.yaml",
+        &format!(
+            "{}---\n{}",
+            svc("one", "  clusterIP: 198.19.0.10\n"),
+            svc("np", "  type: NodePort\n")
+        )
+        .replace("  - port: 80\n", "  - port: 80\n    nodePort: 30080\n")
+        .replacen("    nodePort: 30080\n", "", 1),
+    );
+    repo.write(
+        "b.yaml",
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            svc("two", "  clusterIP: 198.19.0.10\n"),
+            svc("far", "  clusterIP: 10.0.0.1\n"),
+            svc("bad", "  clusterIP: not-an-ip\n"),
+            svc("np2", "  type: LoadBalancer\n")
+        )
+        .replace("  - port: 80\n", "  - port: 80\n    nodePort: 30080\n")
+        .replacen("    nodePort: 30080\n", "", 3),
+    );
+    repo.commit("clashes");
+    let errs = errors(&repo, "HEAD");
+    let expected = [
+        "a.yaml:6:14: spec.clusterIP: clusterIP 198.19.0.10 is also claimed by Service default/two (b.yaml)",
+        "a.yaml:18:15: spec.ports[0].nodePort: nodePort 30080/TCP is also claimed by Service default/np2 ports[0] (b.yaml)",
+        "b.yaml:6:14: spec.clusterIP: clusterIP 198.19.0.10 is also claimed by Service default/one (a.yaml)",
+        "b.yaml:15:14: spec.clusterIP: clusterIP 10.0.0.1 is outside the service range 198.19.0.0/16 (or is its network or broadcast address)",
+        "b.yaml:24:14: spec.clusterIP: clusterIP `not-an-ip` is not an IPv4 address (or `None` for a headless Service)",
+        "b.yaml:36:15: spec.ports[0].nodePort: nodePort 30080/TCP is also claimed by Service default/np ports[0] (a.yaml)",
+    ];
+    assert_eq!(errs, expected, "{errs:#?}");
+
+    // Another range accepts 10.0.0.1 and refuses the 198.19 ones.
+    let r = open_repository(repo.path()).unwrap();
+    let options = LoadOptions {
+        service_cidr: kommit_desired::ServiceCidr {
+            base: "10.0.0.0".parse().unwrap(),
+            prefix: 8,
+        },
+        ..LoadOptions::default()
+    };
+    let Err(LoadError::Rejected(rej)) = Snapshot::load(&r, "HEAD", &options) else {
+        panic!("rejected")
+    };
+    let text: Vec<String> = rej.errors.iter().map(ToString::to_string).collect();
+    assert!(text.iter().all(|e| !e.contains("10.0.0.1")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|e| e.contains("198.19.0.10 is outside the service range 10.0.0.0/8")),
+        "{text:#?}"
+    );
+}

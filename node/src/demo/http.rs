@@ -4,6 +4,9 @@
 //! * `GET /hostname` → the pod name alone
 //! * `GET /payload` → the payload alone
 //! * `GET /healthz` → `ok`
+//! * `GET /ready` → 200 `ready` once `--ready-after` seconds have passed (at once by
+//!   default), 503 `not ready` before, and always with `--never-ready`; a readiness probe
+//!   target for rollout tests
 //!
 //! The payload is `--payload`, else the file `--payload-file` (read on every request, so
 //! a mounted ConfigMap's update shows), else the env var `--payload-env` (default
@@ -14,7 +17,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
+use std::time::{Duration, Instant};
 
 use super::{DemoError, pod_name, port_from, serve};
 
@@ -33,6 +38,12 @@ pub struct Args {
     /// Environment variable holding the payload.
     #[arg(long, default_value = "PAYLOAD")]
     payload_env: String,
+    /// Seconds after start before /ready answers 200.
+    #[arg(long, default_value_t = 0.0)]
+    ready_after: f64,
+    /// /ready never answers 200.
+    #[arg(long)]
+    never_ready: bool,
 }
 
 impl Args {
@@ -52,6 +63,14 @@ impl Args {
 
 pub async fn run(a: Args) -> Result<i32, DemoError> {
     let port = port_from(a.port)?;
+    if !a.ready_after.is_finite() || a.ready_after < 0.0 {
+        return Err(DemoError::Usage(format!(
+            "--ready-after {} is not a number of seconds",
+            a.ready_after
+        )));
+    }
+    let ready_at =
+        (!a.never_ready).then(|| Instant::now() + Duration::from_secs_f64(a.ready_after));
     let state = Arc::new(a);
     let app = Router::new()
         .route("/", get(root))
@@ -61,6 +80,16 @@ pub async fn run(a: Args) -> Result<i32, DemoError> {
             get(|State(a): State<Arc<Args>>| async move { a.payload().unwrap_or_default() }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/ready",
+            get(move || async move {
+                if ready_at.is_some_and(|t| Instant::now() >= t) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
         .with_state(state);
     serve("http", port, app).await
 }

@@ -13,7 +13,7 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ExecConfig,
-    HostConfig, PortBinding,
+    HostConfig, Mount as DockerMount, MountType, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -70,6 +70,20 @@ pub struct DockerRuntime {
     rootfs: OnceCell<Arc<DemoRootfs>>,
     /// Demo image tags already checked to hold the current image (saves a call per start).
     verified: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// A pod's volume mounts as Docker bind mounts (the node's files seen at `mountPath`).
+fn bind_mounts(mounts: &[super::Mount]) -> Vec<DockerMount> {
+    mounts
+        .iter()
+        .map(|m| DockerMount {
+            target: Some(m.container_path.clone()),
+            source: Some(m.host_path.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// One import of the demo image at a time in this process.
@@ -608,6 +622,7 @@ impl Runtime for DockerRuntime {
                     .cpu_request_millis
                     .map(|m| ((m as i64) * 1024 / 1000).max(2)),
                 memory: r.memory_limit_bytes.map(|b| b as i64),
+                mounts: Some(bind_mounts(&config.mounts)),
                 ..Default::default()
             }),
             ..Default::default()

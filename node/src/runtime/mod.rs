@@ -154,6 +154,19 @@ pub struct ContainerConfig {
     pub spec_hash: String,
     /// Grace period the agent uses when it stops this container.
     pub termination_grace: Duration,
+    /// The pod's volumes this container mounts (see [`crate::volumes`]).
+    pub mounts: Vec<Mount>,
+}
+
+/// A volume (or a part of one, with `subPath`) mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    /// Where the files are on the node.
+    pub host_path: std::path::PathBuf,
+    /// `mountPath`: where the container sees them.
+    pub container_path: String,
+    /// Whether the container may not write.
+    pub read_only: bool,
 }
 
 /// The life-cycle state of a container.

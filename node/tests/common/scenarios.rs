@@ -387,3 +387,142 @@ pub async fn spec_change_and_graceful_deletion(h: &impl Harness) {
     .await;
     agent.stop().await;
 }
+
+/// Probes on a real runtime: an HTTP readiness probe holds the container unready until the
+/// server says ready, an exec liveness probe that passes changes nothing, a startup probe
+/// holds the readiness probe, an HTTP liveness probe that starts failing restarts its
+/// container (event `Killing`, `restartCount`, `lastState`), and deleting the pod runs
+/// the preStop httpGet hook (sent from the node to the test's listener) before SIGTERM.
+pub async fn probes_and_pre_stop(h: &impl Harness) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The preStop hook's target: a listener of the test, counting calls with the header.
+    let hooks = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let seen = hooks.clone();
+    let app = axum::Router::new().route(
+        "/drain",
+        axum::routing::get(move |hd: axum::http::HeaderMap| async move {
+            if hd.get("x-from").is_some_and(|v| v == "prestop") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            "drained"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let control = MemoryControlPlane::new();
+    let agent = start_agent(h.node(), h.runtime(), &control);
+    let web = h.free_port();
+    // Both containers share the pod's network: the second one needs another port.
+    let flaky = match h.free_port() {
+        p if p != web => p,
+        _ => web + 1,
+    };
+    let mut p = pod(
+        h.node(),
+        "probed",
+        json!({
+            "terminationGracePeriodSeconds": 10,
+            "containers": [
+                {"name": "web", "image": IMAGE,
+                 "args": ["http", "--port", web.to_string(), "--ready-after", "5"],
+                 "ports": [{"name": "http", "containerPort": web}],
+                 "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                    "periodSeconds": 1},
+                 "livenessProbe": {"exec": {"command": ["sh", "-c", "exit 0"]},
+                                   "periodSeconds": 1},
+                 "lifecycle": {"preStop": {"httpGet": {
+                     "host": "127.0.0.1", "port": hook_port, "path": "/drain",
+                     "httpHeaders": [{"name": "X-From", "value": "prestop"}]}}}},
+                {"name": "flaky", "image": IMAGE,
+                 "args": ["flip-health", "--port", flaky.to_string(), "--after", "2"],
+                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": flaky},
+                                   "periodSeconds": 1, "failureThreshold": 2}},
+            ]
+        }),
+    );
+    let id = uid(&p);
+    control.put_pod(p.clone());
+    let ready = |s: &PodStatus, name: &str| cstatus(s, name).is_some_and(|c| c.ready);
+    let cond = |s: &PodStatus, t: &str| {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    };
+    // Running but not ready while /ready answers 503.
+    let st = wait_status(&control, &id, LIMIT, "web running", |s| running(s, "web")).await;
+    assert!(!ready(&st, "web"), "ready before its probe passed: {st:?}");
+    assert_eq!(cond(&st, "Ready"), "False");
+    // Ready once it answers 200.
+    let st = wait_status(&control, &id, LIMIT, "web ready", |s| ready(s, "web")).await;
+    assert_eq!(
+        cstatus(&st, "web").unwrap().started,
+        Some(true),
+        "the startup probe passed"
+    );
+    // flaky's /healthz fails after 2 s: two failures kill it and it restarts.
+    let st = wait_status(&control, &id, LIMIT, "flaky restarted", |s| {
+        restarts(s, "flaky") >= 1 && running(s, "flaky")
+    })
+    .await;
+    let last = cstatus(&st, "flaky")
+        .and_then(|c| c.last_state.clone())
+        .and_then(|l| l.terminated);
+    assert!(
+        last.is_some(),
+        "lastState names the killed instance: {st:?}"
+    );
+    assert_eq!(restarts(&st, "web"), 0, "the passing exec liveness probe");
+    let events: Vec<String> = control
+        .events()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Killing: Container flaky failed liveness probe, will be restarted"),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with(
+            "Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 500"
+        )),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with(
+            "Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 503"
+        )),
+        "{events:#?}"
+    );
+
+    // Deletion runs web's preStop hook, then stops it well before the grace ends.
+    assert_eq!(hooks.load(Ordering::SeqCst), 0);
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    control.put_pod(p);
+    wait_status(&control, &id, LIMIT, "a finished phase", |s| {
+        matches!(phase(s), "Succeeded" | "Failed")
+    })
+    .await;
+    assert_eq!(hooks.load(Ordering::SeqCst), 1, "the preStop hook ran once");
+    control.delete_pod(&id);
+    wait_for(LIMIT, "removal", || async {
+        h.objects_of(&id).is_empty().then_some(())
+    })
+    .await;
+    agent.stop().await;
+}

@@ -129,15 +129,21 @@ impl SystemRunner {
         }
     }
 
+    /// The command, in a process group of its own: a Ctrl-C meant for kommit (the
+    /// terminal signals the whole foreground group) must not kill a save or restore
+    /// kommit still needs, such as the one removing its rules on the way out.
     fn command(&self, program: &str) -> Command {
-        match self.prefix.split_first() {
+        use std::os::unix::process::CommandExt;
+        let mut c = match self.prefix.split_first() {
             None => Command::new(program),
             Some((first, rest)) => {
                 let mut c = Command::new(first);
                 c.args(rest).arg(program);
                 c
             }
-        }
+        };
+        c.process_group(0);
+        c
     }
 }
 

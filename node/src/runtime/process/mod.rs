@@ -24,6 +24,20 @@
 //! `command`. Nothing is ever pulled. Limits: CPU and memory limits go into cgroups
 //! (v2, or v1 memory/cpu controllers) when the host lets the agent create them; otherwise
 //! they are logged as not applied.
+//!
+//! Volumes: processes share the host's file system (no mount namespace, no root needed),
+//! so a `mountPath` cannot appear at its absolute path. Instead the runtime
+//!
+//! * rewrites paths under a `mountPath` in the container's argv (a whole argument, or the
+//!   part after the first `=` of `--flag=/path`), env values and `workingDir` to the
+//!   volume's directory on the node: `args: ["http", "--payload-file", "/etc/web/index"]`
+//!   reads `<data>/node/pods/<uid>/volumes/kubernetes.io~configmap/web/index`;
+//! * makes a per-container view `containers/<id>/root/` with a symlink at each
+//!   `mountPath` (`root/etc/web -> <volume dir>`) and sets `KOMMIT_ROOT` to it, so a
+//!   program that builds paths itself opens `$KOMMIT_ROOT/etc/web/index`.
+//!
+//! Exec commands (and so exec probes) are rewritten the same way. `readOnly` is not
+//! enforced for processes (the agent's user may write the files).
 
 mod cgroup;
 mod shim;
@@ -40,8 +54,8 @@ use serde::{Deserialize, Serialize};
 pub use shim::{ShimArgs, shim_main};
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStatus, ExecResult, ListFilter, LogOptions, Runtime,
-    RuntimeError, RuntimeKind, SandboxConfig, SandboxState, SandboxStatus, effective_argv,
+    ContainerConfig, ContainerState, ContainerStatus, ExecResult, ListFilter, LogOptions, Mount,
+    Runtime, RuntimeError, RuntimeKind, SandboxConfig, SandboxState, SandboxStatus, effective_argv,
     exit_reason, object_labels, parse_labels,
 };
 use crate::image::{
@@ -88,6 +102,9 @@ pub(crate) struct ContainerRecord {
     pub created_at: Timestamp,
     /// cgroup directories the shim joins.
     pub cgroups: Vec<PathBuf>,
+    /// The pod's volumes this container mounts (exec commands are rewritten through them).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,6 +343,67 @@ fn image_id(image: &str, demo: &DemoProgram) -> String {
     }
 }
 
+/// The node path a container path means through the container's mounts (the longest
+/// matching `mountPath` wins); `None` when no mount covers it.
+fn host_path_for(path: &str, mounts: &[Mount]) -> Option<String> {
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let base = m.container_path.trim_end_matches('/');
+            if base.is_empty() {
+                return None;
+            }
+            let rest = path.strip_prefix(base)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((base.len(), m, rest))
+        })
+        .max_by_key(|(len, _, _)| *len)
+        .map(|(_, m, rest)| format!("{}{rest}", m.host_path.display()))
+}
+
+/// An argument or env value with a path under a `mountPath` (all of it, or after the first
+/// `=`) rewritten to the node's path.
+fn rewrite_arg(arg: &str, mounts: &[Mount]) -> String {
+    if mounts.is_empty() {
+        return arg.to_string();
+    }
+    if let Some(p) = host_path_for(arg, mounts) {
+        return p;
+    }
+    if let Some((flag, value)) = arg.split_once('=')
+        && let Some(p) = host_path_for(value, mounts)
+    {
+        return format!("{flag}={p}");
+    }
+    arg.to_string()
+}
+
+/// `<container dir>/root` with a symlink at each `mountPath` to the mount's node path.
+fn mount_view(dir: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>, RuntimeError> {
+    if mounts.is_empty() {
+        return Ok(None);
+    }
+    let root = dir.join("root");
+    for m in mounts {
+        let rel = m
+            .container_path
+            .trim_start_matches('/')
+            .trim_end_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "mountPath {:?} cannot be shown to a process",
+                m.container_path
+            )));
+        }
+        let link = root.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, e))?;
+        }
+        std::os::unix::fs::symlink(&m.host_path, &link)
+            .map_err(|e| io_err("cannot link", &link, e))?;
+    }
+    Ok(Some(root))
+}
+
 fn signal_group(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
 }
@@ -430,12 +508,18 @@ impl Runtime for ProcessRuntime {
                 config.image
             )));
         }
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| rewrite_arg(a, &config.mounts))
+            .collect();
         let id = new_id();
         let dir = self.container_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let view = mount_view(&dir, &config.mounts)?;
         let cwd = match &config.working_dir {
             Some(w) => {
-                let p = PathBuf::from(w);
+                let p =
+                    PathBuf::from(host_path_for(w, &config.mounts).unwrap_or_else(|| w.clone()));
                 std::fs::create_dir_all(&p)
                     .map_err(|e| RuntimeError::Create(format!("working directory {w}: {e}")))?;
                 p
@@ -452,9 +536,12 @@ impl Runtime for ProcessRuntime {
         if let Ok(home) = std::env::var("HOME") {
             env.push(("HOME".into(), home));
         }
+        if let Some(view) = view {
+            env.push(("KOMMIT_ROOT".into(), view.to_string_lossy().into_owned()));
+        }
         for (k, v) in &config.env {
             env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
+            env.push((k.clone(), rewrite_arg(v, &config.mounts)));
         }
         let cgroups = cgroup::prepare(&self.config.node_name, &id, &config.resources);
         let rec = ContainerRecord {
@@ -472,6 +559,7 @@ impl Runtime for ProcessRuntime {
             cwd,
             created_at: Timestamp::now(),
             cgroups,
+            mounts: config.mounts.clone(),
         };
         write_json(&dir.join(CONFIG), &rec).map_err(|e| io_err("cannot write", &dir, e))?;
         Ok(id)
@@ -591,7 +679,11 @@ impl Runtime for ProcessRuntime {
         let dir = self.container_dir(id);
         let rec: ContainerRecord = read_json(&dir.join(CONFIG))
             .ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
-        let argv = self.map_demo_binary(cmd.to_vec());
+        let argv: Vec<String> = self
+            .map_demo_binary(cmd.to_vec())
+            .iter()
+            .map(|a| rewrite_arg(a, &rec.mounts))
+            .collect();
         let Some((prog, args)) = argv.split_first() else {
             return Err(RuntimeError::InvalidConfig("empty exec command".into()));
         };

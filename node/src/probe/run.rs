@@ -1,0 +1,213 @@
+//! Performing one probe or lifecycle hook: exec through the runtime, TCP connect, HTTP GET.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+use super::{Action, Outcome};
+use crate::runtime::{Runtime, RuntimeError};
+
+/// Where a probe connects to when its action names no host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The runtime id of the container (for exec).
+    pub container_id: String,
+    /// The pod's IP.
+    pub pod_ip: Option<String>,
+}
+
+/// Runs `action` once, bounded by `timeout`.
+pub async fn probe(
+    runtime: &dyn Runtime,
+    action: &Action,
+    target: &Target,
+    timeout: Duration,
+) -> Outcome {
+    match action {
+        Action::Exec { command } => {
+            match runtime.exec(&target.container_id, command, timeout).await {
+                Ok(r) if r.exit_code == 0 => Outcome::Success,
+                Ok(r) => {
+                    let mut out = String::from_utf8_lossy(&r.stdout).trim().to_string();
+                    let err = String::from_utf8_lossy(&r.stderr);
+                    if !err.trim().is_empty() {
+                        if !out.is_empty() {
+                            out.push(' ');
+                        }
+                        out.push_str(err.trim());
+                    }
+                    Outcome::Failure(if out.is_empty() {
+                        format!("command exited with code {}", r.exit_code)
+                    } else {
+                        format!("command exited with code {}: {out}", r.exit_code)
+                    })
+                }
+                Err(RuntimeError::ExecTimeout(t)) => {
+                    Outcome::Failure(format!("command timed out after {}s", t.as_secs()))
+                }
+                Err(e) => Outcome::Failure(format!("cannot run the command: {e}")),
+            }
+        }
+        other => network(other, target.pod_ip.as_deref(), timeout).await,
+    }
+}
+
+/// Runs a TCP or HTTP probe against `pod_ip` (unless the action names a host).
+pub async fn network(action: &Action, pod_ip: Option<&str>, timeout: Duration) -> Outcome {
+    match action {
+        Action::Exec { .. } => Outcome::Failure("an exec probe needs the runtime".into()),
+        Action::Tcp { host, port } => {
+            let Some(host) = host.clone().or_else(|| pod_ip.map(String::from)) else {
+                return Outcome::Failure("the pod has no IP yet".into());
+            };
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((&*host, *port)))
+                .await
+            {
+                Ok(Ok(_)) => Outcome::Success,
+                Ok(Err(e)) => Outcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+                Err(_) => Outcome::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
+            }
+        }
+        Action::Http {
+            scheme,
+            host,
+            path,
+            port,
+            headers,
+        } => {
+            if !scheme.eq_ignore_ascii_case("HTTP") {
+                return Outcome::Failure(format!("{scheme} probes are not supported"));
+            }
+            let Some(host) = host.clone().or_else(|| pod_ip.map(String::from)) else {
+                return Outcome::Failure("the pod has no IP yet".into());
+            };
+            let url = format!("http://{host}:{port}{path}");
+            match tokio::time::timeout(timeout, http_get(&host, *port, path, headers)).await {
+                Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
+                Ok(Ok(code)) => {
+                    Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+                }
+                Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+                Err(_) => Outcome::Failure(format!(
+                    "Get \"{url}\": context deadline exceeded (timeout {}s)",
+                    timeout.as_secs()
+                )),
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 GET; returns the status code. Redirects are not followed: a 3xx passes.
+async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut req = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "kube-probe/kommit")
+        .header(hyper::header::ACCEPT, "*/*");
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad request: {e}"))?;
+    let result = async {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        // Read (and drop) the body so the server sees a complete exchange.
+        let _ = resp.into_body().collect().await;
+        Ok(code)
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve(code: u16) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = axum::http::StatusCode::from_u16(code).unwrap();
+        let app = axum::Router::new().route(
+            "/check",
+            axum::routing::get(move |h: axum::http::HeaderMap| async move {
+                if h.get("x-probe").is_some_and(|v| v == "yes") {
+                    (status, "checked")
+                } else {
+                    (axum::http::StatusCode::BAD_REQUEST, "no header")
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    fn http(port: u16) -> Action {
+        Action::Http {
+            scheme: "HTTP".into(),
+            host: Some("127.0.0.1".into()),
+            path: "/check".into(),
+            port,
+            headers: vec![("X-Probe".into(), "yes".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes_on_loopback() {
+        let second = Duration::from_secs(1);
+        let ok = serve(204).await;
+        assert_eq!(network(&http(ok), None, second).await, Outcome::Success);
+        let redirect = serve(302).await;
+        assert_eq!(
+            network(&http(redirect), None, second).await,
+            Outcome::Success
+        );
+        let bad = serve(503).await;
+        assert_eq!(
+            network(&http(bad), None, second).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+        let tcp = Action::Tcp {
+            host: Some("127.0.0.1".into()),
+            port: ok,
+        };
+        assert_eq!(network(&tcp, None, second).await, Outcome::Success);
+        // A port nobody listens on.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        for a in [
+            http(closed),
+            Action::Tcp {
+                host: Some("127.0.0.1".into()),
+                port: closed,
+            },
+        ] {
+            match network(&a, None, second).await {
+                Outcome::Failure(m) => assert!(m.contains("refused"), "{m}"),
+                Outcome::Success => panic!("a closed port passed"),
+            }
+        }
+    }
+}

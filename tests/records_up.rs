@@ -1,0 +1,262 @@
+//! Rollout records through the real `kommit up` (process runtime) and `kommit status`:
+//! a good commit converges, a bad one is rejected with its errors, one stuck mid-rollout
+//! is superseded by the next, one past its progress deadline fails; `kommit status`
+//! shows each, `--history` lists them and `-w` exits by the rollout's end.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+#[path = "up_support.rs"]
+mod up_support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::GitRepo;
+use up_support::{Up, node_name};
+
+const T: Duration = Duration::from_secs(90);
+
+/// A Deployment of `replicas` sleepers; `extra` is added to the pod spec.
+fn manifest(replicas: u32, env: &str, extra: &str, deadline: Option<u32>) -> String {
+    let deadline = deadline
+        .map(|d| format!("  progressDeadlineSeconds: {d}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: rec
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: rec
+spec:
+  replicas: {replicas}
+{deadline}  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+{extra}      containers:
+      - name: web
+        image: kommit.dev/demo:1
+        args: [sleep]
+        env:
+        - {{name: STEP, value: \"{env}\"}}
+"
+    )
+}
+
+/// A pod spec line no node satisfies: its pods stay Pending.
+const NOWHERE: &str = "      nodeSelector: {kommit.dev/test-pool: none}\n";
+
+fn status(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .arg("status")
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .env("KOMMIT_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kommit status runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn record(up: &Up, sha: &str) -> Value {
+    up.etcd_values(&format!("/registry/commits/{sha}"))
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null)
+}
+
+fn wait_state(up: &Up, sha: &str, state: &str) -> Value {
+    up.wait_for(&format!("record of {sha} {state}"), T, || {
+        record(up, sha)["status"]["state"] == state
+    });
+    record(up, sha)
+}
+
+fn wait_applied(up: &Up, sha: &str) {
+    up.wait_for(&format!("{sha} applied"), T, || {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &up.etcd,
+                "get",
+                "--print-value-only",
+                "/kommit/applied-revision",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == sha
+    });
+}
+
+#[test]
+fn every_commit_gets_a_record_that_kommit_status_shows() {
+    let node = node_name("records");
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    repo.write("app.yaml", &manifest(2, "a", "", None));
+    let good = repo.commit("web: two sleepers\n\nThe first rollout.");
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    wait_applied(&up, &good);
+
+    // `kommit status -w` follows the rollout and exits 0 once it converged.
+    let follow = status(data.path(), &["-w"]);
+    assert!(follow.status.success(), "{}", text(&follow));
+    assert!(
+        text(&follow).contains(&format!("commit {} Converged", &good[..8])),
+        "{}",
+        text(&follow)
+    );
+    let r = wait_state(&up, &good, "Converged");
+    assert_eq!(r["apiVersion"], "kommit.dev/v1");
+    assert_eq!(r["spec"]["author"], "Test Author <author@example.invalid>");
+    assert_eq!(
+        r["spec"]["message"],
+        "web: two sleepers\n\nThe first rollout."
+    );
+    assert!(r["status"]["endTime"].is_string(), "{r}");
+    let changes = r["status"]["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["kind"] == "Deployment"
+            && c["namespace"] == "rec"
+            && c["name"] == "web"
+            && c["action"] == "Added"),
+        "{r}"
+    );
+    let web = &r["status"]["objects"][0];
+    assert_eq!(
+        (&web["kind"], &web["desired"], &web["ready"], &web["health"]),
+        (
+            &Value::from("Deployment"),
+            &Value::from(2),
+            &Value::from(2),
+            &Value::from("Healthy")
+        ),
+        "{r}"
+    );
+
+    // A commit that does not validate: Rejected with its errors; the cluster stays.
+    repo.write(
+        "app.yaml",
+        &manifest(2, "a", "", None).replace("replicas: 2", "replicas: [2]"),
+    );
+    let bad = repo.commit("web: broken replicas");
+    let r = wait_state(&up, &bad, "Rejected");
+    let errors = r["status"]["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("replicas")),
+        "{r}"
+    );
+    let shown = status(data.path(), &["--commit", &bad[..10]]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    let shown = text(&shown);
+    assert!(
+        shown.contains(&format!("commit {} Rejected", &bad[..8])),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("errors:") && shown.contains("replicas"),
+        "{shown}"
+    );
+    let current = text(&status(data.path(), &[]));
+    assert!(
+        current.contains(&format!("commit {} Converged", &good[..8]))
+            && current.contains(&format!("newer commit {} was rejected", &bad[..8])),
+        "{current}"
+    );
+
+    // A rollout that cannot finish (its pods fit no node), superseded by the next
+    // commit; `kommit status -w` started during it follows into the new one.
+    repo.write("app.yaml", &manifest(2, "stuck", NOWHERE, None));
+    let stuck = repo.commit("web: pinned to a pool that does not exist");
+    wait_applied(&up, &stuck);
+    let r = wait_state(&up, &stuck, "Progressing");
+    assert_eq!(r["status"]["objects"][0]["kind"], "Deployment", "{r}");
+    let watcher = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .arg("status")
+        .args(["--data-dir", data.path().to_str().unwrap(), "--follow"])
+        .env("KOMMIT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    repo.write("app.yaml", &manifest(1, "fixed", "", None));
+    let fixed = repo.commit("web: back to any node");
+    let r = wait_state(&up, &stuck, "Superseded");
+    assert_eq!(r["status"]["supersededBy"], fixed.as_str(), "{r}");
+    assert!(r["status"]["endTime"].is_string(), "{r}");
+    wait_state(&up, &fixed, "Converged");
+    let followed = watcher.wait_with_output().unwrap();
+    assert!(followed.status.success(), "{}", text(&followed));
+    let followed = text(&followed);
+    assert!(
+        followed.contains(&format!("commit {} Superseded", &stuck[..8]))
+            && followed.contains(&format!("commit {} Converged", &fixed[..8])),
+        "{followed}"
+    );
+
+    // No progress within progressDeadlineSeconds: Failed, and `-w` exits 1.
+    repo.write("app.yaml", &manifest(1, "late", NOWHERE, Some(2)));
+    let late = repo.commit("web: a deadline it cannot meet");
+    wait_applied(&up, &late);
+    let failed = status(data.path(), &["-w"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(
+        text(&failed).contains(&format!("commit {} Failed", &late[..8])),
+        "{}",
+        text(&failed)
+    );
+    let r = wait_state(&up, &late, "Failed");
+    assert_eq!(r["status"]["reason"], "ProgressDeadlineExceeded", "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has timed out progressing"),
+        "{r}"
+    );
+
+    // The history, newest first.
+    let history = status(data.path(), &["--history"]);
+    assert!(history.status.success(), "{}", text(&history));
+    let rows: Vec<(String, String)> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+        })
+        .collect();
+    let expect: Vec<(String, String)> = [
+        (&late, "Failed"),
+        (&fixed, "Converged"),
+        (&stuck, "Superseded"),
+        (&bad, "Rejected"),
+        (&good, "Converged"),
+    ]
+    .iter()
+    .map(|(sha, st)| (sha[..8].to_owned(), (*st).to_owned()))
+    .collect();
+    assert_eq!(rows, expect, "{}", text(&history));
+    up.stop();
+}
