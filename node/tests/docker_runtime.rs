@@ -293,6 +293,7 @@ async fn limits_and_bind_mounts_reach_the_container() {
             hostname: p.name.clone(),
             ports: vec![],
             termination_grace: Duration::from_secs(2),
+            dns: None,
         })
         .await
         .unwrap();
