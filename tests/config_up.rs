@@ -9,6 +9,7 @@ mod support;
 mod up_support;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use support::GitRepo;
@@ -16,11 +17,22 @@ use up_support::{DockerCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(90);
 
-fn deployment(name: &str, restart_on_change: bool, port: u16) -> String {
+/// A Deployment of the demo server on `port`; with `host_port`, published on the host's
+/// loopback (one pod at a time: the rollout stops the old pod before starting the new).
+fn deployment(name: &str, restart_on_change: bool, port: u16, host_port: Option<u16>) -> String {
     let annotations = if restart_on_change {
         "  annotations:\n    kommit.dev/restart-on-config-change: \"true\"\n"
     } else {
         ""
+    };
+    let (strategy, ports) = match host_port {
+        Some(hp) => (
+            "  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: 1}\n".to_string(),
+            format!(
+                "        ports:\n        - {{containerPort: {port}, hostPort: {hp}, hostIP: 127.0.0.1}}\n"
+            ),
+        ),
+        None => (String::new(), String::new()),
     };
     format!(
         "apiVersion: apps/v1
@@ -30,7 +42,7 @@ metadata:
   namespace: conf
 {annotations}spec:
   replicas: 1
-  selector:
+{strategy}  selector:
     matchLabels: {{app: {name}}}
   template:
     metadata:
@@ -41,13 +53,14 @@ metadata:
       - name: web
         image: kommit.dev/demo:1
         args: [http, --port, \"{port}\", --payload-file, /etc/site/index]
-        volumeMounts:
+{ports}        volumeMounts:
         - name: site
           mountPath: /etc/site
       volumes:
       - name: site
         configMap:
           name: site
+          defaultMode: 0640
 "
     )
 }
@@ -71,11 +84,7 @@ data:
     )
 }
 
-/// `GET http://<ip>:8080<path>` from the host; the body, or None.
-fn http_get(ip: &str, path: &str) -> Option<String> {
-    http_get_at(&format!("{ip}:8080"), path)
-}
-
+/// `GET http://<addr><path>` from the host; the body, or None.
 fn http_get_at(addr: &str, path: &str) -> Option<String> {
     let ip = addr;
     let addr: std::net::SocketAddr = addr.parse().ok()?;
@@ -115,23 +124,25 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
     let _cleanup = DockerCleanup(node.clone());
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let (plain_port, rolled_port) = (up_support::free_port(), up_support::free_port());
     let both = format!(
         "{}---\n{}",
-        deployment("plain", false, 8080),
-        deployment("rolled", true, 8080)
+        deployment("plain", false, 8080, Some(plain_port)),
+        deployment("rolled", true, 8080, Some(rolled_port))
     );
+    let plain_addr = format!("127.0.0.1:{plain_port}");
+    let rolled_addr = format!("127.0.0.1:{rolled_port}");
     repo.write("app.yaml", &manifests("version one", &both));
     repo.commit("site v1");
 
     let mut up = Up::start(repo.path(), data.path(), "docker", &node);
     up.wait_line("accepted", T);
     let mut first = Vec::new();
-    for app in ["plain", "rolled"] {
+    for (app, addr) in [("plain", &plain_addr), ("rolled", &rolled_addr)] {
         let mut pod = None;
         up.wait_for(&format!("{app} serves the mounted ConfigMap"), T, || {
             pod = running_pod(&up, app);
-            pod.as_ref()
-                .is_some_and(|p| http_get(&p.1, "/payload").as_deref() == Some("version one"))
+            pod.is_some() && http_get_at(addr, "/payload").as_deref() == Some("version one")
         });
         first.push(pod.unwrap());
     }
@@ -142,7 +153,7 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
 
     // The plain Deployment: the same pod and container serve the new file.
     up.wait_for("plain serves the changed ConfigMap", T, || {
-        http_get(&plain.1, "/payload").as_deref() == Some("version two")
+        http_get_at(&plain_addr, "/payload").as_deref() == Some("version two")
     });
     let now = running_pod(&up, "plain").unwrap();
     assert_eq!(now.0, plain.0, "same pod");
@@ -154,13 +165,19 @@ fn config_map_files_update_in_place_or_roll_when_annotated() {
     up.wait_for("rolled is replaced by a pod serving the change", T, || {
         next = running_pod(&up, "rolled");
         next.as_ref().is_some_and(|p| {
-            p.0 != rolled.0 && http_get(&p.1, "/payload").as_deref() == Some("version two")
+            p.0 != rolled.0
+                && http_get_at(&rolled_addr, "/payload").as_deref() == Some("version two")
         })
     });
     up.wait_for("the old rolled pod is gone", T, || {
         up.etcd_values("/registry/pods/conf/")
             .iter()
             .all(|p| p["metadata"]["name"] != rolled.0.as_str())
+    });
+    let next = next.unwrap();
+    up.wait_for("the new rolled pod serves the change", T, || {
+        running_pod(&up, "rolled").is_some_and(|p| p.0 == next.0)
+            && http_get_at(&rolled_addr, "/payload").as_deref() == Some("version two")
     });
     // Rolling one Deployment left the other alone.
     assert_eq!(running_pod(&up, "plain").unwrap().2, plain.2);
@@ -176,7 +193,7 @@ fn config_map_files_update_in_place_on_the_process_runtime() {
     let data = tempfile::tempdir().unwrap();
     let port = up_support::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let plain = deployment("plain", false, port);
+    let plain = deployment("plain", false, port, None);
     repo.write("app.yaml", &manifests("version one", &plain));
     repo.commit("site v1");
 
@@ -188,6 +205,18 @@ fn config_map_files_update_in_place_on_the_process_runtime() {
         first.is_some() && http_get_at(&addr, "/payload").as_deref() == Some("version one")
     });
     let first = first.unwrap();
+    // The file on the node, with `defaultMode: 0640` read as octal, as Kubernetes does.
+    let uid = up.etcd_values("/registry/pods/conf/")[0]["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = data
+        .path()
+        .join("node/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~configmap/site/index");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{}", file.display());
 
     repo.write("app.yaml", &manifests("version two", &plain));
     repo.commit("site v2");

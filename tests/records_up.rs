@@ -1,7 +1,8 @@
 //! Rollout records through the real `kommit up` (process runtime) and `kommit status`:
 //! a good commit converges, a bad one is rejected with its errors, one stuck mid-rollout
-//! is superseded by the next, one past its progress deadline fails; `kommit status`
-//! shows each, `--history` lists them and `-w` exits by the rollout's end.
+//! is superseded by the next, one past its progress deadline fails, one that crash-loops
+//! fails; `kommit status` shows each, `--history` lists them and `-w` exits by the
+//! rollout's end.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -72,6 +73,41 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// kubectl with the kubeconfig `kommit kubeconfig` prints; its stdout.
+fn kubectl(data: &Path, home: &Path, args: &[&str]) -> String {
+    let config = Command::new(env!("CARGO_BIN_EXE_kommit"))
+        .args(["kubeconfig", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .expect("kommit kubeconfig runs");
+    assert!(config.status.success(), "{}", text(&config));
+    let file = home.join("kubeconfig");
+    std::fs::write(&file, &config.stdout).unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&file)
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECACHEDIR", home.join("cache"))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kommit status --history` as (short commit, state) rows.
+fn history(data: &Path) -> Vec<(String, String)> {
+    let out = status(data, &["--history"]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+        })
+        .collect()
 }
 
 fn record(up: &Up, sha: &str) -> Value {
@@ -237,16 +273,7 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     );
 
     // The history, newest first.
-    let history = status(data.path(), &["--history"]);
-    assert!(history.status.success(), "{}", text(&history));
-    let rows: Vec<(String, String)> = String::from_utf8_lossy(&history.stdout)
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
-        })
-        .collect();
+    let rows = history(data.path());
     let expect: Vec<(String, String)> = [
         (&late, "Failed"),
         (&fixed, "Converged"),
@@ -257,6 +284,93 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     .iter()
     .map(|(sha, st)| (sha[..8].to_owned(), (*st).to_owned()))
     .collect();
-    assert_eq!(rows, expect, "{}", text(&history));
+    assert_eq!(rows, expect);
+    up.wait_line(
+        &format!("rollout of {} superseded by {}", &stuck[..8], &fixed[..8]),
+        T,
+    );
+    up.wait_line(
+        &format!("rollout of {} failed: ProgressDeadlineExceeded", &late[..8]),
+        T,
+    );
+
+    // The same records through the Kubernetes API kommit up serves, with real kubectl.
+    up.wait_line("Kubernetes API: https://", T);
+    let home = tempfile::tempdir().unwrap();
+    let out = kubectl(data.path(), home.path(), &["get", "commits"]);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("COMMIT") && h.contains("STATE")),
+        "{out}"
+    );
+    for (sha, state) in [
+        (&good, "Converged"),
+        (&bad, "Rejected"),
+        (&stuck, "Superseded"),
+        (&fixed, "Converged"),
+        (&late, "Failed"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(sha.as_str()) && l.contains(state)),
+            "{sha} {state}:\n{out}"
+        );
+    }
+    let out = kubectl(data.path(), home.path(), &["describe", "kc", &late[..8]]);
+    assert!(out.contains("ProgressDeadlineExceeded"), "{out}");
+
+    // A restart keeps every record (and writes its new etcd address for kommit status).
+    up.stop();
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    up.wait_line("resuming at applied commit", T);
+    assert_eq!(history(data.path()), expect);
+    remove_workloads(&repo, &up);
+    up.stop();
+}
+
+/// Commits a manifest without workloads and waits until their pods are gone (pods
+/// outlive `kommit up` by design).
+fn remove_workloads(repo: &GitRepo, up: &Up) {
+    repo.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rec\n",
+    );
+    repo.commit("remove web");
+    up.wait_for("pods removed", T, || {
+        up.etcd_values("/registry/pods/rec/").is_empty()
+    });
+}
+
+#[test]
+fn a_crash_looping_rollout_fails_and_names_the_pod() {
+    let node = node_name("records-crash");
+    let repo = GitRepo::init();
+    let data = tempfile::tempdir().unwrap();
+    repo.write(
+        "app.yaml",
+        &manifest(1, "a", "", None).replace("args: [sleep]", "args: [exit, --code, \"3\"]"),
+    );
+    let crash = repo.commit("web: exits at once");
+    let mut up = Up::start(repo.path(), data.path(), "process", &node);
+    wait_applied(&up, &crash);
+    // It starts, counts as ready for a moment, exits, and is restarted with back-off
+    // until it has crash-looped 3 times (about 35 s).
+    let failed = status(data.path(), &["--follow"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let r = wait_state(&up, &crash, "Failed");
+    assert_eq!(r["status"]["reason"], "CrashLoopBackOff", "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Deployment rec/web: pod web-") && message.contains("crash-looping"),
+        "{r}"
+    );
+    assert_eq!(r["status"]["objects"][0]["health"], "Failed", "{r}");
+    assert!(
+        text(&failed).contains(&format!("commit {} Failed", &crash[..8])),
+        "{}",
+        text(&failed)
+    );
+    remove_workloads(&repo, &up);
     up.stop();
 }

@@ -262,6 +262,15 @@ fn rolling_update_is_gated_by_readiness_and_liveness_restarts() {
                 && cs["lastState"]["terminated"].is_object()
         })
     });
+    // Killed again and again, it backs off: CrashLoopBackOff, as with any crash.
+    up.wait_for("flaky in CrashLoopBackOff", T, || {
+        pods(&up, "flaky").iter().any(|p| {
+            let cs = &p["status"]["containerStatuses"][0];
+            cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && cs["restartCount"].as_i64().unwrap_or(0) >= 2
+                && cs["lastState"]["terminated"].is_object()
+        })
+    });
     let events = up.etcd_values("/registry/events/hello/");
     let messages: Vec<String> = events
         .iter()

@@ -206,6 +206,51 @@ fn kubeconfig(data: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Kills what the process runtime still runs for a data directory (shims and their
+/// children) when a test ends early; a passing test removes its pods through Git.
+struct ProcessCleanup(PathBuf);
+
+impl Drop for ProcessCleanup {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        let mut procs = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0);
+            procs.push((
+                pid,
+                ppid,
+                String::from_utf8_lossy(&cmdline).contains(&needle),
+            ));
+        }
+        let mut doomed: Vec<u32> = procs.iter().filter(|p| p.2).map(|p| p.0).collect();
+        loop {
+            let more: Vec<u32> = procs
+                .iter()
+                .filter(|p| doomed.contains(&p.1) && !doomed.contains(&p.0))
+                .map(|p| p.0)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            doomed.extend(more);
+        }
+        for pid in doomed {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// The URL `kommit up` printed, and kubectl with the kubeconfig `kommit kubeconfig`
 /// prints for it.
 fn connect(up: &Up, data: &Path, home: &Path) -> (Kubectl, String) {
@@ -236,6 +281,7 @@ fn kubectl_reads_the_cluster_kommit_up_runs() {
     repo.commit("shop");
     let head = support::git_in(repo.path(), &["rev-parse", "HEAD"]);
 
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let mut up = Up::start_with(
         repo.path(),
         data.path(),
@@ -523,13 +569,15 @@ spec:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  namespace: shop\ndata:\n  a: b\n",
     )
     .unwrap();
-    let err = k.err(&["apply", "--validate=false", "-f", other.to_str().unwrap()]);
+    // (kubectl validates against the OpenAPI document, which defines nothing: it sends
+    // the request and shows the server's answer.)
+    let err = k.err(&["apply", "-f", other.to_str().unwrap()]);
     assert!(
         err.contains("read-only") && err.contains("lives in Git") && err.contains("branch main"),
         "{err}"
     );
     let app = repo.path().join("app.yaml");
-    let err = k.err(&["apply", "--validate=false", "-f", app.to_str().unwrap()]);
+    let err = k.err(&["apply", "-f", app.to_str().unwrap()]);
     assert!(err.contains("is defined in app.yaml:"), "{err}");
     let err = k.err(&["delete", "pod", web, "-n", "shop"]);
     assert!(
@@ -567,6 +615,17 @@ spec:
     assert_eq!(code, "401", "{text}");
     assert_eq!(jq(body, ".kind + \" \" + .reason"), "Status Unauthorized");
 
+    // Only the Namespace left in Git: every pod stops.
+    repo.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    );
+    repo.commit("close the shop");
+    up.wait_for("no pods left", T, || {
+        k.ok(&["get", "pods", "-n", "shop", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
     up.stop();
     assert!(up.text().contains("Kubernetes API"), "{}", up.text());
 }

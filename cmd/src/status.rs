@@ -554,3 +554,49 @@ async fn follow(client: &mut Client, pinned: Option<String>) -> anyhow::Result<E
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kommit_reconciler::rollout::CommitSpec;
+
+    #[test]
+    fn prefix_ranges_end_after_the_last_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"/registry/commits/"), b"/registry/commits0");
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b");
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn bars_fill_in_proportion() {
+        assert_eq!(bar(0, 4, 8), "[--------]");
+        assert_eq!(bar(2, 4, 8), "[####----]");
+        assert_eq!(bar(5, 4, 8), "[########]");
+        assert_eq!(bar(0, 0, 4), "[####]", "nothing wanted is done");
+    }
+
+    #[test]
+    fn a_rejected_record_reads_with_its_errors() {
+        let start: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let r = CommitRecord::rejected(
+            CommitSpec {
+                commit: "ab".repeat(20),
+                author: "Ada <ada@example.invalid>".into(),
+                message: "web: typo\n\nbody".into(),
+                ..CommitSpec::default()
+            },
+            vec!["web.yaml:3:1: spec.replicass: unknown field".into()],
+            start,
+        );
+        let text = render(&r, "2026-01-01T10:02:00Z".parse().unwrap()).join("\n");
+        assert_eq!(
+            text,
+            "commit abababab Rejected  web: typo
+  author:  Ada <ada@example.invalid>
+  started: 2026-01-01 10:00:00 UTC (2m0s ago), ended after 0s
+  ValidationFailed: 1 validation error; the cluster keeps the last applied commit
+  errors:
+    web.yaml:3:1: spec.replicass: unknown field"
+        );
+    }
+}

@@ -65,7 +65,7 @@
 //! one task per running container; readiness sets the container's `ready` and the pod's
 //! Ready/ContainersReady conditions, a failed liveness or startup probe kills the
 //! container (event `Killing`) and restartPolicy restarts it with the crash back-off.
-//! Not yet: volumes, Kubernetes' service environment variables, gRPC and HTTPS probes.
+//! Not yet: gRPC probes.
 
 pub mod agent;
 pub mod backoff;

@@ -26,6 +26,8 @@ pub struct EnvContext {
     pub host_ip: Option<String>,
     /// The pod's IP (`status.podIP`), known once the sandbox exists.
     pub pod_ip: Option<String>,
+    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
+    pub mounts: crate::volumes::PodMounts,
     /// ConfigMaps of the pod's namespace that the pod references, by name.
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// Secrets of the pod's namespace that the pod references, by name.
@@ -37,8 +39,6 @@ pub struct EnvContext {
     /// Service environment variables of the pod (see [`service_env`]), set before the
     /// container's own env, which wins.
     pub service_env: Vec<(String, String)>,
-    /// Each container's mounts, from the pod's volumes (see [`crate::volumes::prepare`]).
-    pub mounts: crate::volumes::PodMounts,
 }
 
 /// The environment variables Kubernetes gives a pod for the Services of its namespace

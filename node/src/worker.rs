@@ -305,9 +305,14 @@ impl PodWorker {
             let mut probes = match ContainerProbes::new(c, started) {
                 Ok(p) => p,
                 Err(e) => {
-                    // Validation refuses such pods; a pod that still has one is never ready.
-                    tracing::warn!(pod = %self.pod, container = c.name, "{e}");
-                    let task = tokio::spawn(async {});
+                    // A probe the node cannot run (gRPC, a port name that does not exist):
+                    // the container never counts as started or ready, and an event says why.
+                    let (sh, pod, name) = (self.sh.clone(), self.pod.clone(), c.name.clone());
+                    let task = tokio::spawn(async move {
+                        let msg = format!("cannot run the probe: {e}");
+                        record_event(&sh, &pod, Some(&name), EventType::Warning, "Unhealthy", msg)
+                            .await;
+                    });
                     self.probes.insert(l.id.clone(), ProbeHandle { view, task });
                     continue;
                 }
@@ -351,6 +356,8 @@ impl PodWorker {
             ));
             self.probes.insert(l.id.clone(), ProbeHandle { view, task });
         }
+        self.probe_killed
+            .retain(|id| obs.containers.iter().any(|c| &c.id == id));
         self.probes.retain(|id, h| {
             let keep = wanted.contains(id);
             if !keep {

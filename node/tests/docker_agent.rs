@@ -219,3 +219,8 @@ async fn spec_change_and_graceful_deletion() {
 async fn probes_and_pre_stop() {
     scenarios::probes_and_pre_stop(&Docker::new("da-probes").await).await;
 }
+
+#[tokio::test]
+async fn pre_stop_exec_then_sigkill_after_grace() {
+    scenarios::pre_stop_exec_then_sigkill_after_grace(&Docker::new("da-prestop").await).await;
+}

@@ -154,3 +154,8 @@ async fn spec_change_and_graceful_deletion() {
 async fn probes_and_pre_stop() {
     scenarios::probes_and_pre_stop(&Processes::new("pa-probes")).await;
 }
+
+#[tokio::test]
+async fn pre_stop_exec_then_sigkill_after_grace() {
+    scenarios::pre_stop_exec_then_sigkill_after_grace(&Processes::new("pa-prestop")).await;
+}

@@ -168,6 +168,7 @@ async fn volumes_scenario(node: &str, rt: Arc<dyn Runtime>, port: u16, wget: &st
     })
     .await;
     agent.stop().await;
+    let _ = std::fs::remove_dir_all(pods_dir.parent().unwrap());
 }
 
 #[tokio::test]

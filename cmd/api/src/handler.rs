@@ -211,6 +211,9 @@ async fn dispatch(
     let reading = *method == Method::GET || *method == Method::HEAD;
     match segs.as_slice() {
         ["healthz"] | ["livez"] | ["readyz"] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["openapi", "v2"] | ["swagger.json"] if reading => {
+            return Ok(empty_openapi_v2(accept));
+        }
         ["openapi", ..] | ["swagger.json"] | ["swaggerapi", ..] => {
             return Err(ApiError::no_such_path(
                 "kommit does not serve OpenAPI schemas (/openapi/v2, /openapi/v3): `kubectl explain` is not available; see https://kubernetes.io/docs/reference/kubernetes-api/ for the object schemas",
@@ -332,6 +335,58 @@ async fn get_one(
         ));
     }
     Ok(object_response(&obj, accept))
+}
+
+/// OpenAPI v2 in protobuf, as kubectl asks for it (`Accept`)...
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// ... and as the answer names it (a media type cannot contain `@`).
+const OPENAPI_V2_PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: a valid document that defines no schema.
+///
+/// kubectl validates manifests against OpenAPI v2 before it sends a write, and refuses
+/// to send anything when the document cannot be downloaded ("failed to download
+/// openapi"). With a document that names no kind, it skips validation, sends the
+/// request, and the user reads the server's answer: the refusal pointing to Git.
+/// `kubectl explain` finds no schema in it and fails.
+fn empty_openapi_v2(accept: &str) -> Response {
+    let title = "kommit (no schemas are served)";
+    let version = concat!("v1.33.0-kommit.", env!("CARGO_PKG_VERSION"));
+    if accept.contains(OPENAPI_V2_PROTOBUF) {
+        // gnostic's openapi_v2.Document: swagger = 1, info = 2 (Info: title = 1, version = 2).
+        fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+            out.push(tag << 3 | 2);
+            let mut n = bytes.len();
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(bytes);
+        }
+        let mut info = Vec::new();
+        field(&mut info, 1, title.as_bytes());
+        field(&mut info, 2, version.as_bytes());
+        let mut doc = Vec::new();
+        field(&mut doc, 1, b"2.0");
+        field(&mut doc, 2, &info);
+        let mut r = (StatusCode::OK, doc).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(OPENAPI_V2_PROTOBUF_TYPE),
+        );
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "swagger": "2.0",
+            "info": {"title": title, "version": version},
+            "paths": {},
+            "definitions": {},
+        }),
+        "application/json",
+    )
 }
 
 /// Selectors of a request.

@@ -12,19 +12,19 @@ use crate::serve::server_file;
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
     /// A file of the data directory is missing or unreadable.
-    #[error("{path}: {source} (has `kommit up` run with this data directory?)")]
+    #[error("{path}: {error} (has `kommit up` run with this data directory?)")]
     Read {
         /// The file.
         path: String,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, not a `source`: it is said once).
+        error: std::io::Error,
     },
 }
 
 fn read(path: &Path) -> Result<String, KubeconfigError> {
-    std::fs::read_to_string(path).map_err(|source| KubeconfigError::Read {
+    std::fs::read_to_string(path).map_err(|error| KubeconfigError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -35,11 +35,11 @@ pub fn kubeconfig(data_dir: &Path, server: Option<&str>) -> Result<String, Kubec
     let token = admin_token(data_dir).map_err(|e| match e {
         crate::pki::PkiError::Io { path, source } => KubeconfigError::Read {
             path: path.display().to_string(),
-            source,
+            error: source,
         },
         crate::pki::PkiError::Rcgen(e) => KubeconfigError::Read {
             path: data_dir.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
+            error: std::io::Error::other(e.to_string()),
         },
     })?;
     let server = match server {

@@ -28,14 +28,18 @@
 //!   and unknown tokens get 401 with a `Status` body.
 //! - Discovery ([`discovery`]): `/version`, `/api`, `/apis`, `/api/v1`, `/apis/G/V`, plain
 //!   and aggregated (`apidiscovery.k8s.io/v2`); verbs get, list, watch; short names and
-//!   the `all` category.
+//!   the `all` category. Besides Kubernetes' kinds, kommit's own `kommit.dev/v1`
+//!   `commits` (short name `kc`): the rollout record of every commit, from the cache.
 //! - Reads ([`objects`]): GET and LIST, namespaced and cluster-wide, label and field
 //!   selectors ([`select`]), `limit`/`continue`, resourceVersion from the cache revision,
 //!   `Table` output ([`table`]) with kubectl's columns, JSON or YAML.
 //! - WATCH ([`mod@watch`]): events from the cache, Table form when asked; 410 Gone for a
 //!   compacted resourceVersion. [`active_watches`] counts running watch tasks.
-//! - `pods/log` through the [`LogSource`].
-//! - `/openapi/v2` and `/openapi/v3` answer 404 with a message saying they are not served.
+//! - `pods/log` through the [`LogSource`] (`limitBytes` applied here; `sinceSeconds`,
+//!   `sinceTime` and `timestamps` ignored).
+//! - No OpenAPI schemas: `/openapi/v3` answers 404 with a message saying so; `/openapi/v2`
+//!   is a valid document without definitions (JSON or kubectl's protobuf), so that
+//!   `kubectl apply` skips client-side validation and shows the server's refusal.
 
 pub mod auth;
 pub mod discovery;

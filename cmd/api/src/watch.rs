@@ -269,6 +269,18 @@ pub(crate) async fn logs(
                 .map_err(|_| ApiError::bad_request(format!("tailLines: {x:?} is not a number")))?,
         ),
     };
+    // `--limit-bytes`: the first N bytes of what the source gives.
+    let mut limit_bytes = match query.get("limitBytes").map(String::as_str) {
+        None | Some("") => None,
+        Some(x) => match x.parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limitBytes: {x:?} is not a positive number"
+                )));
+            }
+        },
+    };
     let source = s.api.logs.clone().ok_or_else(|| {
         ApiError::bad_request(format!(
             "logs are not available: this kommit process runs no node agent for pod {ns}/{name}"
@@ -301,8 +313,18 @@ pub(crate) async fn logs(
                 _ = tx.closed() => return,
                 i = stream.next() => i,
             };
-            let Some(item) = item else { return };
-            if tx.send(item).await.is_err() {
+            let Some(mut item) = item else { return };
+            let mut last = false;
+            if let (Some(left), Ok(bytes)) = (limit_bytes.as_mut(), item.as_mut()) {
+                let len = bytes.len() as u64;
+                if len >= *left {
+                    bytes.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                    last = true;
+                } else {
+                    *left -= len;
+                }
+            }
+            if tx.send(item).await.is_err() || last {
                 return;
             }
         }

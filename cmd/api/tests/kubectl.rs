@@ -148,6 +148,8 @@ async fn kubectl_reads_the_cluster() {
         "web",
     ]);
     assert_eq!(out, "hello 3\n");
+    let out = c.kubectl_ok(&["logs", "web-5d8f-abcde", "-n", "hello", "--limit-bytes=9"]);
+    assert_eq!(out, "hello 1\nh");
 
     // Writes are refused with the Git message.
     c.repo.write("extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: hello\ndata:\n  a: b\n");

@@ -238,7 +238,11 @@ async fn bad_requests_get_status_errors() {
     let (st, _, v) = get(&s, "/api/v1/namespaces/a/pods/nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["message"], "pods \"nope\" not found");
-    // OpenAPI is not served, clearly.
+    // OpenAPI v2 is a document without schemas; v3 is not served, clearly.
+    let (st, _, v) = get(&s, "/openapi/v2").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["swagger"], "2.0");
+    assert_eq!(v["definitions"], serde_json::json!({}));
     let (st, _, v) = get(&s, "/openapi/v3").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(

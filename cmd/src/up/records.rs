@@ -19,7 +19,7 @@ use kommit_desired::gix::Repository;
 use kommit_reconciler::Desired;
 use kommit_reconciler::executor::{Clock, SystemClock};
 use kommit_reconciler::rollout::{
-    ChangedObject, CommitRecord, CommitSpec, RECORD_PREFIX, assess, record_key,
+    ChangedObject, CommitRecord, CommitSpec, RECORD_PREFIX, RolloutState, assess, record_key,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -171,6 +171,11 @@ async fn run(
                             && old.supersede(&spec.commit, now())
                         {
                             put(&cache, &old).await?;
+                            println!(
+                                "rollout of {} superseded by {}",
+                                old.spec.short(),
+                                spec.short()
+                            );
                         }
                         let record = CommitRecord::applied(spec, changes, now());
                         put(&cache, &record).await?;
@@ -218,6 +223,14 @@ async fn run(
                 Ok(observed) => {
                     if record.observe(&assess(desired, &observed), now()) {
                         put(&cache, record).await?;
+                        if record.status.state == RolloutState::Failed {
+                            println!(
+                                "rollout of {} failed: {}: {}",
+                                record.spec.short(),
+                                record.status.reason,
+                                record.status.message
+                            );
+                        }
                     }
                 }
                 Err(e) => tracing::warn!("cannot read the rollout's state: {e}"),

@@ -242,12 +242,14 @@ pub fn render_path(path: &[PathSeg]) -> String {
 
 /// Parses every non-empty document of a YAML (or JSON) text.
 ///
-/// Duplicate keys are errors; YAML 1.2 booleans only (`yes` stays a string); the parser's
-/// budget limits alias expansion, so hostile input ends in an error, not a hang.
+/// Duplicate keys are errors; YAML 1.2 booleans only (`yes` stays a string); a number
+/// with a leading zero is octal, as Kubernetes reads it (`defaultMode: 0644` is 420); the
+/// parser's budget limits alias expansion, so hostile input ends in an error, not a hang.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlError> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
         strict_booleans: true,
+        legacy_octal_numbers: true,
         with_snippet: false,
     };
     let docs: Vec<Spanned<RawNode>> =
@@ -438,6 +440,16 @@ mod tests {
         );
         assert_eq!(docs[0].get("b").unwrap().value, NodeValue::Str("80".into()));
         assert_eq!(docs[0].get("c").unwrap().value, NodeValue::Int(80));
+    }
+
+    #[test]
+    fn leading_zero_numbers_are_octal_as_in_kubernetes() {
+        let docs = parse_documents("a: 0644\nb: 0o600\nc: 420\nd: \"0644\"\n").unwrap();
+        let v = |k: &str| docs[0].get(k).unwrap().value.clone();
+        assert_eq!(v("a"), NodeValue::Int(0o644));
+        assert_eq!(v("b"), NodeValue::Int(0o600));
+        assert_eq!(v("c"), NodeValue::Int(420));
+        assert_eq!(v("d"), NodeValue::Str("0644".into()));
     }
 
     #[test]

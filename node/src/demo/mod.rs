@@ -12,7 +12,7 @@
 //!
 //! | workload | what it does |
 //! | --- | --- |
-//! | `http` | HTTP server answering with its pod name and a payload (env var or file), `/healthz` |
+//! | `http` | HTTP server answering with its pod name and a payload (env var or file), `/healthz`, `/ready` (after `--ready-after`, never with `--never-ready`) |
 //! | `flip-health` | HTTP server whose `/healthz` turns unhealthy after N seconds or on `/flip` |
 //! | `exit` | exits with `--code N`, optionally `--after S` seconds |
 //! | `sleep` | sleeps (forever, or `S` seconds), exits 0 on SIGTERM |

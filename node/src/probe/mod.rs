@@ -5,7 +5,7 @@
 //! `successThreshold` / `failureThreshold` and says when the next probe is due, and
 //! [`ContainerProbes`] ties a container's three probes together (the startup probe holds
 //! the others until it succeeds). Time is [`tokio::time::Instant`], so tests drive it with
-//! `tokio::time::pause`. [`run`] performs one probe (exec through the runtime, TCP, HTTP
+//! `tokio::time::pause`. [`run`] performs one probe (exec through the runtime, TCP, HTTP or HTTPS
 //! GET); the worker runs one task per running container that loops "wait until due, probe,
 //! record" and wakes the pod's sync when a verdict changes.
 //!

@@ -34,7 +34,7 @@
 pub mod atomic;
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
@@ -143,6 +143,18 @@ pub fn prepare(root: &Path, pod: &Pod, ctx: &EnvContext) -> Result<PodMounts, Vo
             volume: String::new(),
             message: format!("the pod's uid {uid:?} cannot name a directory"),
         });
+    }
+    // Secrets live here: only the node's user may look inside (containers see their
+    // mounts whatever the parents' modes).
+    let pods = root.join("pods");
+    let has_volumes = spec.volumes.as_ref().is_some_and(|v| !v.is_empty());
+    if has_volumes && !pods.exists() {
+        std::fs::create_dir_all(&pods)
+            .and_then(|()| std::fs::set_permissions(&pods, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| VolumeError {
+                volume: String::new(),
+                message: format!("cannot create {}: {e}", pods.display()),
+            })?;
     }
     let volumes_dir = pod_dir(root, &uid).join("volumes");
     // Volume name → (host path, always read-only).
@@ -475,7 +487,6 @@ fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
             )),
             Err(_) => {
                 std::fs::create_dir_all(p).map_err(|e| format!("cannot create {show}: {e}"))?;
-                use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
                 Ok(())
             }
@@ -614,6 +625,11 @@ mod tests {
         assert!(m.read_only, "configMap volumes are read-only");
         let dir = root.0.join("pods/u-1/volumes/kubernetes.io~configmap/web");
         assert_eq!(m.host_path, dir);
+        assert_eq!(
+            mode(&root.0.join("pods")),
+            0o700,
+            "only the node's user looks in"
+        );
         assert_eq!(read(&dir.join("index")), "v1");
         assert_eq!(mode(&dir.join("index")), 0o644);
         assert_eq!(

@@ -526,3 +526,65 @@ pub async fn probes_and_pre_stop(h: &impl Harness) {
     .await;
     agent.stop().await;
 }
+
+/// Deleting a pod whose container ignores SIGTERM: its preStop exec hook runs in the
+/// container first (the container sees the hook's file), then SIGTERM, then SIGKILL once
+/// the grace period has passed (exit code 137).
+pub async fn pre_stop_exec_then_sigkill_after_grace(h: &impl Harness) {
+    let control = MemoryControlPlane::new();
+    let agent = start_agent(h.node(), h.runtime(), &control);
+    let marker = format!("prestop-{}", unique("m"));
+    let mut p = pod(
+        h.node(),
+        "stubborn",
+        json!({
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main", "image": IMAGE, "workingDir": h.workdir(),
+                "command": ["sh", "-c"],
+                "args": [format!(
+                    "trap '' TERM; echo started; while true; do \
+                     if [ -f {marker} ]; then echo saw-prestop; rm -f {marker}; fi; \
+                     sleep 0.1; done")],
+                "lifecycle": {"preStop": {"exec": {"command": [
+                    "sh", "-c", format!("touch {marker}; sleep 0.5")]}}},
+            }]
+        }),
+    );
+    let id = uid(&p);
+    control.put_pod(p.clone());
+    wait_status(&control, &id, LIMIT, "running", |s| running(s, "main")).await;
+    wait_for(LIMIT, "the container's first output", || async {
+        log_of(&*h.runtime(), &id, "main")
+            .await
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !log_of(&*h.runtime(), &id, "main")
+            .await
+            .contains("saw-prestop")
+    );
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    control.put_pod(p);
+    let st = wait_status(&control, &id, LIMIT, "a finished phase", |s| {
+        matches!(phase(s), "Succeeded" | "Failed")
+    })
+    .await;
+    let term = terminated(&st, "main").expect("terminated");
+    assert_eq!(term.exit_code, 137, "SIGTERM ignored: SIGKILL: {term:?}");
+    let log = log_of(&*h.runtime(), &id, "main").await;
+    assert!(
+        log.contains("saw-prestop"),
+        "the hook ran while the container ran: {log}"
+    );
+    control.delete_pod(&id);
+    wait_for(LIMIT, "removal", || async {
+        h.objects_of(&id).is_empty().then_some(())
+    })
+    .await;
+    agent.stop().await;
+}

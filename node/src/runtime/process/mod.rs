@@ -34,7 +34,8 @@
 //!   reads `<data>/node/pods/<uid>/volumes/kubernetes.io~configmap/web/index`;
 //! * makes a per-container view `containers/<id>/root/` with a symlink at each
 //!   `mountPath` (`root/etc/web -> <volume dir>`) and sets `KOMMIT_ROOT` to it, so a
-//!   program that builds paths itself opens `$KOMMIT_ROOT/etc/web/index`.
+//!   program that builds paths itself opens `$KOMMIT_ROOT/etc/web/index` (a `mountPath`
+//!   inside another one is left out of this view; argv rewriting still finds it).
 //!
 //! Exec commands (and so exec probes) are rewritten the same way. `readOnly` is not
 //! enforced for processes (the agent's user may write the files).
@@ -394,6 +395,22 @@ fn mount_view(dir: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>, RuntimeEr
                 m.container_path
             )));
         }
+        let nested = mounts.iter().any(|o| {
+            let base = o.container_path.trim_end_matches('/');
+            !base.is_empty()
+                && m.container_path.len() > base.len()
+                && m.container_path.starts_with(base)
+                && m.container_path[base.len()..].starts_with('/')
+        });
+        if nested {
+            // Making its link would write into the outer volume: argv rewriting still
+            // finds it, the view shows the outer mount only.
+            tracing::debug!(
+                path = m.container_path,
+                "nested mountPath left out of the view"
+            );
+            continue;
+        }
         let link = root.join(rel);
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, e))?;
@@ -743,5 +760,69 @@ impl Runtime for ProcessRuntime {
                 data[from..].to_vec()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn mount(host: &str, path: &str) -> Mount {
+        Mount {
+            host_path: host.into(),
+            container_path: path.into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn paths_under_a_mount_path_are_rewritten() {
+        let mounts = [
+            mount("/data/pods/u/site", "/etc/site"),
+            mount("/data/pods/u/inner", "/etc/site/inner/"),
+        ];
+        let r = |a: &str| rewrite_arg(a, &mounts);
+        assert_eq!(r("/etc/site/index"), "/data/pods/u/site/index");
+        assert_eq!(r("/etc/site"), "/data/pods/u/site");
+        assert_eq!(
+            r("/etc/site/inner/x"),
+            "/data/pods/u/inner/x",
+            "longest wins"
+        );
+        assert_eq!(r("--file=/etc/site/a"), "--file=/data/pods/u/site/a");
+        assert_eq!(r("/etc/sitemap"), "/etc/sitemap");
+        assert_eq!(r("cat /etc/site/index"), "cat /etc/site/index");
+        assert_eq!(r("http"), "http");
+        assert_eq!(
+            rewrite_arg("/x", &[mount("/h", "/")]),
+            "/x",
+            "no root mount"
+        );
+    }
+
+    #[test]
+    fn the_view_links_each_mount_path_but_never_writes_into_a_volume() {
+        let dir = std::env::temp_dir().join(format!(
+            "kommit-view-{}-{}",
+            std::process::id(),
+            Timestamp::now().as_nanosecond()
+        ));
+        let vol = dir.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(vol.join("f"), "x").unwrap();
+        let mounts = [
+            mount(vol.to_str().unwrap(), "/etc/a"),
+            mount("/nowhere", "/etc/a/b"),
+        ];
+        let root = mount_view(&dir.join("c"), &mounts).unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("etc/a/f")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_dir(&vol).unwrap().count(),
+            1,
+            "nothing written into the volume"
+        );
+        assert!(mount_view(&dir.join("d"), &[]).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
