@@ -44,6 +44,9 @@ pub struct AgentConfig {
     /// How often a quiet pod is synced anyway (also how soon a changed ConfigMap or
     /// Secret reaches mounted files).
     pub resync_interval: Duration,
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use (see [`crate::dns`]);
+    /// `None`: pods keep the host's resolver.
+    pub cluster_dns: Option<crate::dns::ClusterDns>,
     /// The node's own directory: pods' volumes go under `<root_dir>/pods/<uid>/volumes`.
     /// `kommit up` uses `<data dir>/node`; the default is a directory under the system's
     /// temporary directory, named after the node.
@@ -64,6 +67,7 @@ impl AgentConfig {
             node_status_interval: Duration::from_secs(60),
             relist_interval: Duration::from_secs(1),
             resync_interval: Duration::from_secs(10),
+            cluster_dns: None,
         }
     }
 }
@@ -132,6 +136,7 @@ impl Agent {
             host_ip,
             facts: self.facts.clone(),
             resync: self.config.resync_interval,
+            cluster_dns: self.config.cluster_dns.clone(),
             root_dir: self.config.root_dir.clone(),
         });
         tracing::info!(

@@ -71,6 +71,7 @@ pub mod agent;
 pub mod backoff;
 pub mod control;
 pub mod demo;
+pub mod dns;
 pub mod events;
 pub mod image;
 pub mod labels;

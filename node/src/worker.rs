@@ -44,6 +44,8 @@ pub(crate) struct WorkerShared {
     pub facts: HostFacts,
     /// How often a quiet pod is synced anyway.
     pub resync: Duration,
+    /// The node's cluster DNS, for pods' resolver settings.
+    pub cluster_dns: Option<crate::dns::ClusterDns>,
     /// Where pods' volumes live (`<root>/pods/<uid>/volumes`).
     pub root_dir: std::path::PathBuf,
 }
@@ -822,6 +824,7 @@ impl PodWorker {
             hostname: self.pod.name.clone(),
             ports,
             termination_grace: termination_grace(pod),
+            dns: crate::dns::pod_dns(pod, self.sh.cluster_dns.as_ref()),
         };
         let now = Instant::now();
         if let Some(d) = self.backoff.in_backoff_since(

@@ -74,6 +74,11 @@ async fn pod_containers_share_the_sandbox_network_and_honour_env_args_workdir() 
             hostname: p.name.clone(),
             ports: vec![],
             termination_grace: Duration::from_secs(2),
+            dns: Some(kommit_node::dns::DnsConfig {
+                nameservers: vec!["192.0.2.53".into()],
+                searches: vec!["default.svc.cluster.local".into(), "cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
         })
         .await
         .unwrap();
@@ -130,6 +135,29 @@ async fn pod_containers_share_the_sandbox_network_and_honour_env_args_workdir() 
     assert_eq!(r.exit_code, 3);
     assert_eq!(String::from_utf8_lossy(&r.stdout), "from-env\n");
 
+    // The sandbox's resolver settings reach the pod's containers.
+    let r = rt
+        .exec(
+            &server_id,
+            &["cat".into(), "/etc/resolv.conf".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let conf = String::from_utf8_lossy(&r.stdout);
+    let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(lines.contains(&"nameserver 192.0.2.53"), "{conf}");
+    assert!(
+        lines.contains(&"search default.svc.cluster.local cluster.local"),
+        "{conf}"
+    );
+    assert!(lines.contains(&"options ndots:5"), "{conf}");
+    let gateway = rt.pod_gateway().await.unwrap();
+    assert!(
+        matches!(gateway, Some(std::net::IpAddr::V4(_))),
+        "the bridge has a gateway: {gateway:?}"
+    );
+
     // Labels tie containers to the pod; listing by pod sees all three.
     let mine = rt.list_containers(&ListFilter::pod(&p.uid)).await.unwrap();
     let mut names: Vec<_> = mine.iter().map(|c| c.name.as_str()).collect();
@@ -175,6 +203,7 @@ async fn exit_codes_and_start_errors_are_reported() {
             hostname: p.name.clone(),
             ports: vec![],
             termination_grace: Duration::from_secs(1),
+            dns: None,
         })
         .await
         .unwrap();
@@ -264,6 +293,7 @@ async fn limits_and_bind_mounts_reach_the_container() {
             hostname: p.name.clone(),
             ports: vec![],
             termination_grace: Duration::from_secs(2),
+            dns: None,
         })
         .await
         .unwrap();

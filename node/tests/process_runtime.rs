@@ -34,6 +34,7 @@ async fn sandbox(rt: &ProcessRuntime) -> SandboxStatus {
         hostname: "p".into(),
         ports: vec![],
         termination_grace: Duration::from_secs(1),
+        dns: None,
     })
     .await
     .unwrap()

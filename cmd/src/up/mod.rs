@@ -11,6 +11,7 @@
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
 //! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
+//! | [`dns`] | the cluster DNS fed from the cache; pods' resolver settings |
 //! | [`records`] | a rollout record per commit in the cache (`kommit status`, `kubectl get commits`) |
 //!
 //! Decisions:
@@ -30,6 +31,7 @@ pub mod api;
 pub mod applied;
 pub mod control;
 pub mod desired;
+pub mod dns;
 pub mod progress;
 pub mod proxy;
 pub mod records;
@@ -112,6 +114,8 @@ pub struct Args {
     /// 198.18.0.0/15 (RFC 2544), which no LAN, VPN or Docker network uses.
     #[arg(long, value_name = "CIDR", default_value_t = kommit_reconciler::service::DEFAULT_SERVICE_RANGE)]
     service_cidr: kommit_reconciler::service::Ipv4Range,
+    #[command(flatten)]
+    dns: dns::DnsArgs,
 }
 
 /// Entry point.
@@ -199,6 +203,13 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let runtime = pick_runtime(args.runtime, &node_name, &data_dir).await?;
     // After the runtime, whose start fails most often: a failed start leaves no rules.
     let proxy = proxy::start(args.proxy_mode, cache.clone(), shutdown_rx.clone()).await?;
+    let dns = dns::start(
+        &args.dns,
+        runtime.as_ref(),
+        cache.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let (applied_tx, applied_rx) = applied::channel();
     let api_task = api::start(
         &data_dir,
@@ -214,6 +225,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         let mut stop = shutdown_rx.clone();
         let config = AgentConfig {
             root_dir: data_dir.join("node"),
+            cluster_dns: dns.as_ref().and_then(|d| d.for_pods.clone()),
             ..AgentConfig::new(node_name.clone())
         };
         let agent = Agent::new(config, runtime, control);
@@ -434,6 +446,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         let _ = api_task.await;
         if let Some(p) = proxy {
             p.stopped().await;
+        }
+        if let Some(d) = dns {
+            d.stopped().await;
         }
     };
     if tokio::time::timeout(Duration::from_secs(15), wait)

@@ -466,6 +466,33 @@ impl Runtime for DockerRuntime {
         Ok(self.version.clone())
     }
 
+    /// The gateway of Docker's default `bridge` network, which pods are attached to.
+    async fn pod_gateway(&self) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        let net = bounded(
+            self.config.call_timeout,
+            "inspect network bridge",
+            self.docker.inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            ),
+        )
+        .await?
+        .map_err(|e| RuntimeError::Unavailable(docker_message(&e)))?;
+        let configs = net.ipam.and_then(|i| i.config).unwrap_or_default();
+        // Docker often leaves Gateway out; the bridge then has the subnet's first address.
+        let gateway = configs
+            .iter()
+            .find_map(|c| c.gateway.as_deref().and_then(|g| g.parse().ok()));
+        let first = || {
+            configs.iter().find_map(|c| {
+                let (base, _) = c.subnet.as_deref()?.split_once('/')?;
+                let base: std::net::Ipv4Addr = base.parse().ok()?;
+                Some(std::net::IpAddr::V4((u32::from(base) + 1).into()))
+            })
+        };
+        Ok(gateway.or_else(first))
+    }
+
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, ImageError> {
         validate_image_name(image)?;
         let name = ImageName::parse(image);
@@ -513,6 +540,10 @@ impl Runtime for DockerRuntime {
             host_config: Some(HostConfig {
                 ipc_mode: Some("shareable".into()),
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
+                // The pod's containers join this network namespace and share its resolv.conf.
+                dns: config.dns.as_ref().map(|d| d.nameservers.clone()),
+                dns_search: config.dns.as_ref().map(|d| d.searches.clone()),
+                dns_options: config.dns.as_ref().map(|d| d.options.clone()),
                 ..Default::default()
             }),
             ..Default::default()

@@ -83,6 +83,8 @@ pub struct SandboxConfig {
     pub ports: Vec<PortMapping>,
     /// Grace period the agent uses when it stops this pod (kept so strays can be stopped).
     pub termination_grace: Duration,
+    /// The pod's resolver settings (see [`crate::dns`]); `None`: the runtime's default.
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 /// The state of a sandbox.
@@ -294,6 +296,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runtime name and version, as the Node reports it (`docker://20.10.24`).
     async fn version(&self) -> Result<String, RuntimeError>;
+
+    /// The host's address as pods see it, where a node-local server (the cluster DNS)
+    /// can listen for them: the Docker bridge's gateway. `None` when pods share the
+    /// host's network (the process runtime).
+    async fn pod_gateway(&self) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        Ok(None)
+    }
 
     /// Makes `image` available according to `policy`; returns the image id.
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, ImageError>;
