@@ -270,11 +270,16 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         );
         seen == names
     });
-    let direct = in_client(&node, &get(&format!("{ip}:80")));
-    assert!(
-        names.contains(direct.trim()),
-        "{direct:?} is one of {names:?}"
-    );
+    // One request at a time may come back empty (a connection reset while Docker
+    // edits its own rules); it is the answer that is checked, not a single try.
+    let mut direct = String::new();
+    up.wait_for("a request to the cluster IP answers", T, || {
+        direct = in_client(&node, &get(&format!("{ip}:80")))
+            .trim()
+            .to_owned();
+        !direct.is_empty()
+    });
+    assert!(names.contains(&direct), "{direct:?} is one of {names:?}");
 
     // From the host: the cluster IP, and the node port on loopback.
     let from_host = http_get(&format!("{ip}:80"), "/hostname").unwrap();
