@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::GitRepo;
-use up_support::{DockerCleanup, Up, docker_containers, node_name};
+use up_support::{DockerCleanup, ProxyCleanup, Up, docker_containers, node_name};
 
 const T: Duration = Duration::from_secs(120);
 const FILES: [&str; 5] = [
@@ -128,17 +128,6 @@ fn pods(up: &Up, app: &str) -> Vec<(String, bool)> {
             )
         })
         .collect()
-}
-
-/// Makes sure no kommit rule survives a failed test.
-struct ProxyCleanup;
-
-impl Drop for ProxyCleanup {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_kommit"))
-            .args(["proxy", "cleanup"])
-            .output();
-    }
 }
 
 #[test]

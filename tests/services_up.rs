@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::GitRepo;
-use up_support::{DockerCleanup, Up, docker_containers, free_port, node_name};
+use up_support::{DockerCleanup, ProxyCleanup, Up, docker_containers, free_port, node_name};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -155,17 +155,6 @@ fn kommit_chains() -> Vec<String> {
         .filter(|l| l.contains("KOMMIT-"))
         .map(str::to_string)
         .collect()
-}
-
-/// Makes sure no kommit rule survives a failed test.
-struct ProxyCleanup;
-
-impl Drop for ProxyCleanup {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_kommit"))
-            .args(["proxy", "cleanup"])
-            .output();
-    }
 }
 
 #[test]

@@ -243,6 +243,18 @@ impl Drop for DockerCleanup {
     }
 }
 
+/// Runs `kommit proxy cleanup` when dropped, so no kommit rule survives a failed test
+/// (refused, and so harmless, while another kommit owns the chains).
+pub struct ProxyCleanup;
+
+impl Drop for ProxyCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_kommit"))
+            .args(["proxy", "cleanup"])
+            .output();
+    }
+}
+
 /// A unique node name for a test.
 pub fn node_name(test: &str) -> String {
     format!("{test}-{}", std::process::id())
