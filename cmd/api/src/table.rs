@@ -1,7 +1,7 @@
 //! The `Table` form (meta.k8s.io/v1) kubectl asks for, with the columns Kubernetes'
 //! printers show for each kind (priority 1 columns appear with `-o wide`).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// `Accept` asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
@@ -878,22 +878,32 @@ fn commit_cells(v: &Value, now: jiff::Timestamp, name: Value, age: Value) -> Vec
 
 /// PartialObjectMetadata of an object (what a row's `object` holds by default).
 fn partial(v: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": v.get("metadata").cloned().unwrap_or(json!({})),
-    })
+    let mut p = Map::new();
+    p.insert("kind".into(), "PartialObjectMetadata".into());
+    p.insert("apiVersion".into(), "meta.k8s.io/v1".into());
+    p.insert(
+        "metadata".into(),
+        v.get("metadata")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new())),
+    );
+    Value::Object(p)
 }
 
 /// One row.
 pub fn row(kind: &str, v: &Value, include: Include, now: jiff::Timestamp) -> Value {
-    let mut r = json!({"cells": cells(kind, v, now)});
+    let mut r = Map::new();
+    r.insert("cells".into(), Value::Array(cells(kind, v, now)));
     match include {
         Include::None => {}
-        Include::Metadata => r["object"] = partial(v),
-        Include::Object => r["object"] = v.clone(),
+        Include::Metadata => {
+            r.insert("object".into(), partial(v));
+        }
+        Include::Object => {
+            r.insert("object".into(), v.clone());
+        }
     }
-    r
+    Value::Object(r)
 }
 
 /// A Table of objects of one kind.
@@ -904,13 +914,21 @@ pub fn table<'a>(
     list_meta: Value,
     now: jiff::Timestamp,
 ) -> Value {
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": list_meta,
-        "columnDefinitions": column_definitions(kind),
-        "rows": objects.into_iter().map(|v| row(kind, v, include, now)).collect::<Vec<_>>(),
-    })
+    // Built by moving the rows in: `json!` would serialise (copy) every row again.
+    let rows = objects
+        .into_iter()
+        .map(|v| row(kind, v, include, now))
+        .collect();
+    let mut t = Map::new();
+    t.insert("kind".into(), "Table".into());
+    t.insert("apiVersion".into(), "meta.k8s.io/v1".into());
+    t.insert("metadata".into(), list_meta);
+    t.insert(
+        "columnDefinitions".into(),
+        Value::Array(column_definitions(kind)),
+    );
+    t.insert("rows".into(), Value::Array(rows));
+    Value::Object(t)
 }
 
 #[cfg(test)]
