@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::ApiState;
@@ -54,7 +55,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
     }
 }
 
-fn json_response(code: StatusCode, v: &Value, content_type: &'static str) -> Response {
+fn json_response<T: Serialize>(code: StatusCode, v: &T, content_type: &'static str) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = (code, body).into_response();
     r.headers_mut()
@@ -69,7 +70,7 @@ fn wants_yaml(accept: &str) -> bool {
         .is_some_and(|a| a.trim().starts_with("application/yaml"))
 }
 
-fn object_response(v: &Value, accept: &str) -> Response {
+fn object_response<T: Serialize>(v: &T, accept: &str) -> Response {
     if wants_yaml(accept)
         && let Ok(text) = serde_saphyr::to_string(v)
     {
@@ -536,13 +537,24 @@ async fn list(
             "application/json;as=Table;v=v1;g=meta.k8s.io",
         ));
     }
-    let list = json!({
-        "kind": list_kind(t.res),
-        "apiVersion": t.res.info.api_version(),
-        "metadata": meta,
-        "items": selected,
-    });
+    let list = List {
+        api_version: t.res.info.api_version(),
+        items: &selected,
+        kind: list_kind(t.res),
+        metadata: &meta,
+    };
     Ok(object_response(&list, accept))
+}
+
+/// A list as served, borrowing its items: no copy of the objects is made to write it.
+/// The fields are in the order a `Value` object writes its keys (sorted).
+#[derive(Serialize)]
+struct List<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    items: &'a [&'a Value],
+    kind: String,
+    metadata: &'a Value,
 }
 
 async fn refuse_write(s: &Shared, method: &Method, t: &Target, req: Request) -> ApiError {

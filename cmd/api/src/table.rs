@@ -1,7 +1,10 @@
 //! The `Table` form (meta.k8s.io/v1) kubectl asks for, with the columns Kubernetes'
 //! printers show for each kind (priority 1 columns appear with `-o wide`).
 
-use serde_json::{Value, json};
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 /// `Accept` asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
@@ -877,23 +880,61 @@ fn commit_cells(v: &Value, now: jiff::Timestamp, name: Value, age: Value) -> Vec
 }
 
 /// PartialObjectMetadata of an object (what a row's `object` holds by default).
-fn partial(v: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": v.get("metadata").cloned().unwrap_or(json!({})),
-    })
+/// What a row carries of its object (`includeObject`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RowObject<'a> {
+    Partial(Partial<'a>),
+    Full(&'a Value),
 }
 
+/// `PartialObjectMetadata`: the object's metadata only. Fields in the order a `Value`
+/// object writes its keys (sorted), like every struct here.
+#[derive(Serialize)]
+struct Partial<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: &'a Value,
+}
+
+/// One row, borrowing its object.
+#[derive(Serialize)]
+pub struct Row<'a> {
+    cells: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<RowObject<'a>>,
+}
+
+static NO_METADATA: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
+
 /// One row.
-pub fn row(kind: &str, v: &Value, include: Include, now: jiff::Timestamp) -> Value {
-    let mut r = json!({"cells": cells(kind, v, now)});
-    match include {
-        Include::None => {}
-        Include::Metadata => r["object"] = partial(v),
-        Include::Object => r["object"] = v.clone(),
+pub fn row<'a>(kind: &str, v: &'a Value, include: Include, now: jiff::Timestamp) -> Row<'a> {
+    let object = match include {
+        Include::None => None,
+        Include::Metadata => Some(RowObject::Partial(Partial {
+            api_version: "meta.k8s.io/v1",
+            kind: "PartialObjectMetadata",
+            metadata: v.get("metadata").unwrap_or(&NO_METADATA),
+        })),
+        Include::Object => Some(RowObject::Full(v)),
+    };
+    Row {
+        cells: cells(kind, v, now),
+        object,
     }
-    r
+}
+
+/// A Table as served: it borrows the objects it lists, so writing it copies none.
+#[derive(Serialize)]
+pub struct Table<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    #[serde(rename = "columnDefinitions")]
+    column_definitions: Vec<Value>,
+    kind: &'static str,
+    metadata: Value,
+    rows: Vec<Row<'a>>,
 }
 
 /// A Table of objects of one kind.
@@ -903,14 +944,17 @@ pub fn table<'a>(
     include: Include,
     list_meta: Value,
     now: jiff::Timestamp,
-) -> Value {
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": list_meta,
-        "columnDefinitions": column_definitions(kind),
-        "rows": objects.into_iter().map(|v| row(kind, v, include, now)).collect::<Vec<_>>(),
-    })
+) -> Table<'a> {
+    Table {
+        api_version: "meta.k8s.io/v1",
+        column_definitions: column_definitions(kind),
+        kind: "Table",
+        metadata: list_meta,
+        rows: objects
+            .into_iter()
+            .map(|v| row(kind, v, include, now))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

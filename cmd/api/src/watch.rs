@@ -109,13 +109,9 @@ pub(crate) async fn watch(
     let now = jiff::Timestamp::now;
     let render = move |v: Value| -> Value {
         if as_table {
-            table::table(
-                res.info.kind,
-                [&v],
-                include,
-                json!({"resourceVersion": v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}),
-                now(),
-            )
+            let meta = json!({"resourceVersion": v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))});
+            serde_json::to_value(table::table(res.info.kind, [&v], include, meta, now()))
+                .expect("a Table of JSON values serialises")
         } else {
             v
         }
