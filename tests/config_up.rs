@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use support::GitRepo;
-use up_support::{DockerCleanup, Up, node_name};
+use up_support::{DockerCleanup, ProcessCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -191,6 +191,7 @@ fn config_map_files_update_in_place_on_the_process_runtime() {
     let node = node_name("config-proc");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let port = up_support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let plain = deployment("plain", false, port, None);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::GitRepo;
-use up_support::{Up, node_name};
+use up_support::{ProcessCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -146,6 +146,7 @@ fn every_commit_gets_a_record_that_kommit_status_shows() {
     let node = node_name("records");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     repo.write("app.yaml", &manifest(2, "a", "", None));
     let good = repo.commit("web: two sleepers\n\nThe first rollout.");
     let mut up = Up::start(repo.path(), data.path(), "process", &node);
@@ -347,6 +348,7 @@ fn a_crash_looping_rollout_fails_and_names_the_pod() {
     let node = node_name("records-crash");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     repo.write(
         "app.yaml",
         &manifest(1, "a", "", None).replace("args: [sleep]", "args: [exit, --code, \"3\"]"),

@@ -14,7 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::GitRepo;
-use up_support::{DockerCleanup, ProxyCleanup, Up, docker_containers, free_port, node_name};
+use up_support::{
+    DockerCleanup, ProcessCleanup, ProxyCleanup, Up, docker_containers, free_port, node_name,
+};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -318,6 +320,7 @@ fn process_pods_are_reached_through_a_userspace_node_port() {
     let node = node_name("svc-process");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let port = free_port();
     // A node port nobody uses on this host: free now, and in the node port range.
     let node_port = (31100..31900)
@@ -493,6 +496,7 @@ fn clashing_or_out_of_range_addresses_reject_the_commit_whole() {
     repo.write("a.yaml", &cluster_ip_service("a", "198.19.0.20"));
     repo.commit("a");
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let node = node_name("svc-reject");
     let mut up = Up::start_with(
         repo.path(),

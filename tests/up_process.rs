@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::GitRepo;
-use up_support::{Up, deployment, node_name};
+use up_support::{ProcessCleanup, Up, deployment, node_name};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -32,6 +32,7 @@ fn process_deployment_lifecycle() {
     let node = node_name("up-proc");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     // The process runtime shares the host network: a workload without a fixed port.
     repo.write("app.yaml", &deployment(3, "[sleep]", "one"));
     repo.commit("three replicas");
@@ -93,6 +94,7 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
     let node = node_name("up-pending");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let manifest = deployment(1, "[sleep]", "one").replace(
         "        env:\n",
         "        resources:\n          requests:\n            cpu: \"1000\"\n        env:\n",

@@ -255,6 +255,53 @@ impl Drop for ProxyCleanup {
     }
 }
 
+/// Kills what the process runtime still runs for a data directory (shims and their
+/// children) when the test ends: pods of the process runtime outlive `kommit up` by
+/// design, and a test must not leave them running. Declare it after the data directory
+/// (so it runs before the directory is removed) and before `Up`.
+pub struct ProcessCleanup(pub PathBuf);
+
+impl Drop for ProcessCleanup {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        let mut procs = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0);
+            procs.push((
+                pid,
+                ppid,
+                String::from_utf8_lossy(&cmdline).contains(&needle),
+            ));
+        }
+        let mut doomed: Vec<u32> = procs.iter().filter(|p| p.2).map(|p| p.0).collect();
+        loop {
+            let more: Vec<u32> = procs
+                .iter()
+                .filter(|p| doomed.contains(&p.1) && !doomed.contains(&p.0))
+                .map(|p| p.0)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            doomed.extend(more);
+        }
+        for pid in doomed {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// A unique node name for a test.
 pub fn node_name(test: &str) -> String {
     format!("{test}-{}", std::process::id())

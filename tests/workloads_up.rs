@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use support::GitRepo;
-use up_support::{Up, node_name};
+use up_support::{ProcessCleanup, Up, node_name};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -68,6 +68,7 @@ fn jobs_complete_within_parallelism_and_fail_at_the_backoff_limit() {
     let node = node_name("wl-jobs");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     let manifest = format!(
         "{NAMESPACE}{}{}",
         job(
@@ -227,6 +228,7 @@ fn a_daemonset_runs_one_pod_per_node() {
     let other = format!("{node}-sim");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     repo.write("ds.yaml", DAEMON);
     repo.commit("daemon");
     let mut up = Up::start(repo.path(), data.path(), "process", &node);
@@ -329,6 +331,7 @@ fn a_cronjob_starts_a_job_at_the_next_minute() {
     let node = node_name("wl-cron");
     let repo = GitRepo::init();
     let data = tempfile::tempdir().unwrap();
+    let _processes = ProcessCleanup(data.path().to_path_buf());
     repo.write("cron.yaml", CRON);
     repo.commit("minutely");
     let mut up = Up::start(repo.path(), data.path(), "process", &node);
