@@ -169,3 +169,29 @@ impl GitRepo {
         self.git_dir().join("objects").join(&id[..2]).join(&id[2..])
     }
 }
+
+/// Removes every Docker container a kommit node labelled (`kommit.dev/node`), sandboxes
+/// included: what a test or bench leaves behind when it ends, passing or not.
+pub fn remove_node_containers(node: &str) {
+    let Ok(out) = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=kommit.dev/node={node}"),
+        ])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
