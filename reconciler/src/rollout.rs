@@ -144,6 +144,19 @@ fn is_zero(n: &i32) -> bool {
 }
 
 impl ObjectProgress {
+    /// Health from the object's failure, if any, and whether it is done; a failure's
+    /// reason becomes the object's.
+    fn settle(&mut self, failure: Option<&Failure>, done: bool) {
+        self.health = match failure {
+            Some(f) => {
+                self.reason = Some(f.reason.clone());
+                Health::Failed
+            }
+            None if done => Health::Healthy,
+            None => Health::Progressing,
+        };
+    }
+
     /// `Deployment default/web`.
     pub fn id(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
@@ -420,14 +433,7 @@ fn bare_pods(
                 } else {
                     crash_failure(&p.id(), pod)
                 };
-                p.health = match &failure {
-                    Some(f) => {
-                        p.reason = Some(f.reason.clone());
-                        Health::Failed
-                    }
-                    None if done => Health::Healthy,
-                    None => Health::Progressing,
-                };
+                p.settle(failure.as_ref(), done);
                 a.failures.extend(failure);
             }
         }
@@ -548,14 +554,7 @@ fn daemon_sets(
         if !done {
             a.converged = false;
         }
-        p.health = match &failure {
-            Some(f) => {
-                p.reason = Some(f.reason.clone());
-                Health::Failed
-            }
-            None if done => Health::Healthy,
-            None => Health::Progressing,
-        };
+        p.settle(failure.as_ref(), done);
         a.failures.extend(failure);
         a.objects.push(p);
     }
