@@ -8,6 +8,7 @@
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
+mod watching;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,24 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kommit_desired::watch::{RefEvent, RefWatcher, Source, WatchConfig, WatchEvent};
-use kommit_desired::{LoadOptions, ObjectId, Snapshot, open_repository};
+use kommit_desired::watch::{RefWatcher, Source, WatchConfig};
+use kommit_desired::{LoadOptions, Snapshot, open_repository};
 use support::GitRepo;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn oid(s: &str) -> ObjectId {
-    ObjectId::from_hex(s.as_bytes()).unwrap()
-}
-
-async fn next_move(w: &mut RefWatcher) -> RefEvent {
-    match tokio::time::timeout(WAIT, w.next()).await {
-        Ok(Some(WatchEvent::Moved(e))) => e,
-        Ok(Some(WatchEvent::Error(e))) => panic!("watcher error: {e}"),
-        Ok(None) => panic!("watcher stopped"),
-        Err(_) => panic!("no event within {WAIT:?}"),
-    }
-}
+use watching::{WAIT, next_move, oid};
 
 fn config_map(name: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n")

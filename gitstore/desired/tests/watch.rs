@@ -4,27 +4,13 @@
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
+mod watching;
 
 use std::time::Duration;
 
-use kommit_desired::ObjectId;
-use kommit_desired::watch::{RefEvent, RefWatcher, Source, WatchConfig, WatchEvent};
+use kommit_desired::watch::{RefWatcher, Source, WatchConfig, WatchEvent};
 use support::GitRepo;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn oid(s: &str) -> ObjectId {
-    ObjectId::from_hex(s.as_bytes()).unwrap()
-}
-
-async fn next_move(w: &mut RefWatcher) -> RefEvent {
-    match tokio::time::timeout(WAIT, w.next()).await {
-        Ok(Some(WatchEvent::Moved(e))) => e,
-        Ok(Some(WatchEvent::Error(e))) => panic!("watcher error: {e}"),
-        Ok(None) => panic!("watcher stopped"),
-        Err(_) => panic!("no event within {WAIT:?}"),
-    }
-}
+use watching::{WAIT, next_move, oid};
 
 async fn assert_quiet(w: &mut RefWatcher, d: Duration) {
     if let Ok(ev) = tokio::time::timeout(d, w.next()).await {
