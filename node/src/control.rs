@@ -148,37 +148,19 @@ impl MemoryControlPlane {
 
     /// Adds or replaces a ConfigMap.
     pub fn put_config_map(&self, cm: ConfigMap) {
-        let key = (
-            cm.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            cm.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = namespaced_key(&cm.metadata);
         self.lock().config_maps.insert(key, cm);
     }
 
     /// Adds or replaces a Secret.
     pub fn put_secret(&self, s: Secret) {
-        let key = (
-            s.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            s.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = namespaced_key(&s.metadata);
         self.lock().secrets.insert(key, s);
     }
 
     /// Adds or replaces a Service (as allocated: with its cluster IP).
     pub fn put_service(&self, s: Service) {
-        let key = (
-            s.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            s.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = namespaced_key(&s.metadata);
         self.lock().services.insert(key, s);
     }
 
@@ -348,4 +330,14 @@ impl ControlPlane for MemoryControlPlane {
             .map(|(_, s)| s.clone())
             .collect())
     }
+}
+
+/// `(namespace, name)` of an object, the namespace `default` when unset.
+fn namespaced_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
