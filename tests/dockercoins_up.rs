@@ -156,15 +156,19 @@ fn dockercoins_mines_scales_and_survives_a_bad_hasher() {
             .1
             .contains("\"rate\"")
     });
-    let (ok, text) = fetch(
-        &node,
-        "worker",
-        "http://hasher.dockercoins.svc.cluster.local/",
-    );
-    assert!(
-        ok && text.starts_with("HASHER running on hasher-"),
-        "{text}"
-    );
+    // hasher may not be ready yet (its Service then has no endpoint and refuses): the
+    // full name must answer once it is.
+    let mut text = String::new();
+    up.wait_for("a pod fetches hasher by its full name", T, || {
+        let (ok, t) = fetch(
+            &node,
+            "worker",
+            "http://hasher.dockercoins.svc.cluster.local/",
+        );
+        text = t;
+        ok && text.starts_with("HASHER running on hasher-")
+    });
+    assert!(text.starts_with("HASHER running on hasher-"), "{text}");
     let (ok, conf) = exec_in(&node, "worker", &["cat", "/etc/resolv.conf"]);
     assert!(ok);
     assert!(
