@@ -1,4 +1,4 @@
-//! Driving a proxier from a stream of states: the wiring's side of "changes reach the
+//! Driving a proxier (iptables, nftables or userspace) from a stream of states: the wiring's side of "changes reach the
 //! rules within a second".
 //!
 //! The caller publishes the whole [`ProxyState`] on a `tokio::sync::watch` channel
@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::iptables::{IptablesProxier, Runner};
 use crate::model::ProxyState;
+use crate::nftables::{Nft, NftablesProxier};
 use crate::userspace::UserspaceProxy;
 
 /// Timing of a driver loop.
@@ -47,43 +48,80 @@ async fn next(rx: &mut watch::Receiver<Arc<ProxyState>>, wait: Duration) -> bool
     }
 }
 
-/// Runs the iptables proxier until the sender is dropped; returns the proxier (for a
+/// A proxier that writes kernel rules: iptables or nftables mode.
+pub trait RuleProxier: Send + 'static {
+    /// The mode's name, for logs.
+    const MODE: &'static str;
+    /// Brings the rules to `state`; a one-line summary when something was written.
+    fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String>;
+}
+
+impl<R: Runner + 'static> RuleProxier for IptablesProxier<R> {
+    const MODE: &'static str = "iptables";
+
+    fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String> {
+        let report = self.sync(state).map_err(|e| e.to_string())?;
+        let changed =
+            report.full || !report.chains_written.is_empty() || !report.chains_deleted.is_empty();
+        Ok(changed.then(|| {
+            format!(
+                "full: {}, chains written: {}, deleted: {}, {} ms",
+                report.full,
+                report.chains_written.len(),
+                report.chains_deleted.len(),
+                (report.save + report.generate + report.restore).as_millis()
+            )
+        }))
+    }
+}
+
+impl<N: Nft + 'static> RuleProxier for NftablesProxier<N> {
+    const MODE: &'static str = "nftables";
+
+    fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String> {
+        let report = self.sync(state).map_err(|e| e.to_string())?;
+        Ok(report.changed().then(|| {
+            format!(
+                "full: {}, chains written: {}, deleted: {}, elements added: {}, deleted: {}, {} ms",
+                report.full,
+                report.chains_written.len(),
+                report.chains_deleted.len(),
+                report.elements_added,
+                report.elements_deleted,
+                (report.generate + report.apply).as_millis()
+            )
+        }))
+    }
+}
+
+/// Runs a rule-writing proxier until the sender is dropped; returns the proxier (for a
 /// cleanup, say).
-pub async fn run_iptables<R: Runner + 'static>(
-    mut proxier: IptablesProxier<R>,
+pub async fn run_rules<P: RuleProxier>(
+    mut proxier: P,
     mut rx: watch::Receiver<Arc<ProxyState>>,
     timing: DriverTiming,
-) -> IptablesProxier<R> {
+) -> P {
     loop {
         let state = rx.borrow_and_update().clone();
         let (back, result) = match tokio::task::spawn_blocking(move || {
-            let result = proxier.sync(&state);
+            let result = proxier.sync_rules(&state);
             (proxier, result)
         })
         .await
         {
             Ok(r) => r,
-            Err(e) => panic!("iptables sync thread panicked: {e}"),
+            Err(e) => panic!("{} sync thread panicked: {e}", P::MODE),
         };
         proxier = back;
         let wait = match result {
-            Ok(report) => {
-                if report.full
-                    || !report.chains_written.is_empty()
-                    || !report.chains_deleted.is_empty()
-                {
-                    info!(
-                        full = report.full,
-                        written = report.chains_written.len(),
-                        deleted = report.chains_deleted.len(),
-                        ms = (report.save + report.generate + report.restore).as_millis() as u64,
-                        "iptables rules synced"
-                    );
+            Ok(summary) => {
+                if let Some(summary) = summary {
+                    info!(mode = P::MODE, "rules synced ({summary})");
                 }
                 timing.resync
             }
             Err(e) => {
-                warn!(error = %e, "iptables sync failed; retrying with a full sync");
+                warn!(mode = P::MODE, error = %e, "sync failed; retrying with a full sync");
                 timing.retry
             }
         };
@@ -92,6 +130,15 @@ pub async fn run_iptables<R: Runner + 'static>(
             return proxier;
         }
     }
+}
+
+/// Runs the iptables proxier until the sender is dropped (see [`run_rules`]).
+pub async fn run_iptables<R: Runner + 'static>(
+    proxier: IptablesProxier<R>,
+    rx: watch::Receiver<Arc<ProxyState>>,
+    timing: DriverTiming,
+) -> IptablesProxier<R> {
+    run_rules(proxier, rx, timing).await
 }
 
 /// Runs the userspace proxy until the sender is dropped.

@@ -50,6 +50,7 @@ pub mod dns;
 pub mod driver;
 pub mod iptables;
 pub mod model;
+pub mod nftables;
 pub mod userspace;
 
 pub use model::{

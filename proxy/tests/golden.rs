@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,36 +17,6 @@ fn config() -> IptablesConfig {
     IptablesConfig {
         cluster_cidr: Some("10.244.0.0/16".into()),
         ..IptablesConfig::default()
-    }
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("KOMMIT_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with KOMMIT_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    if want != actual {
-        for (i, (w, a)) in want.lines().zip(actual.lines()).enumerate() {
-            if w != a {
-                panic!(
-                    "{name} differs at line {}:\n  golden: {w}\n  actual: {a}",
-                    i + 1
-                );
-            }
-        }
-        panic!(
-            "{name} differs in length: golden {} lines, actual {} lines",
-            want.lines().count(),
-            actual.lines().count()
-        );
     }
 }
 

@@ -12,86 +12,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use common::netns::{Backend, Netns, requests};
+use common::netns::{CLUSTER_IP, requests, setup, state, tally};
 use common::{Recording, set_endpoints};
 use kommit_proxy::iptables::{
     IptablesConfig, IptablesProxier, Runner, SystemRunner, cleanup, endpoint_chain, service_chain,
 };
 use kommit_proxy::{
-    Endpoint, Protocol, ProxyState, Service, ServiceName, ServicePort, ServicePortName, ServiceType,
+    Endpoint, Protocol, Service, ServiceName, ServicePort, ServicePortName, ServiceType,
 };
-
-struct Cluster {
-    node: Netns,
-    client: Netns,
-    _backend_ns: Netns,
-    backends: Vec<Backend>,
-}
-
-fn setup() -> Cluster {
-    let node = Netns::new();
-    let client = Netns::new();
-    let backend_ns = Netns::new();
-    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    node.ip(&["addr", "add", "10.250.0.1/32", "dev", "lo"]);
-    node.ip(&[
-        "link",
-        "add",
-        "vclient",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &client.name,
-    ]);
-    node.ip(&[
-        "link",
-        "add",
-        "vbackend",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &backend_ns.name,
-    ]);
-    node.ip(&["addr", "add", "10.244.1.1/24", "dev", "vclient"]);
-    node.ip(&["addr", "add", "10.244.2.1/24", "dev", "vbackend"]);
-    node.ip(&["link", "set", "vclient", "up"]);
-    node.ip(&["link", "set", "vbackend", "up"]);
-    // Cluster IPs exist nowhere: like a real node's default route, this one lets
-    // connect() reach the OUTPUT chain and pods' packets reach FORWARD.
-    node.ip(&["route", "add", "10.96.0.0/16", "via", "10.244.2.254"]);
-    client.ip(&["addr", "add", "10.244.1.2/24", "dev", "eth0"]);
-    client.ip(&["link", "set", "eth0", "up"]);
-    client.ip(&["route", "add", "default", "via", "10.244.1.1"]);
-    backend_ns.ip(&["addr", "add", "10.244.2.11/24", "dev", "eth0"]);
-    backend_ns.ip(&["addr", "add", "10.244.2.12/24", "dev", "eth0"]);
-    backend_ns.ip(&["addr", "add", "10.244.2.13/24", "dev", "eth0"]);
-    backend_ns.ip(&["link", "set", "eth0", "up"]);
-    backend_ns.ip(&["route", "add", "default", "via", "10.244.2.1"]);
-    let backends = (1..=3)
-        .map(|i| {
-            Backend::start(
-                &backend_ns,
-                format!("10.244.2.1{i}:8080").parse().unwrap(),
-                &format!("backend-{i}"),
-            )
-        })
-        .collect();
-    Cluster {
-        node,
-        client,
-        _backend_ns: backend_ns,
-        backends,
-    }
-}
 
 fn config() -> IptablesConfig {
     IptablesConfig {
@@ -99,46 +29,6 @@ fn config() -> IptablesConfig {
         ..IptablesConfig::default()
     }
 }
-
-fn state(endpoints: &[&str]) -> ProxyState {
-    let mut state = ProxyState::new();
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "web"),
-        cluster_ip: "10.96.0.10".parse().unwrap(),
-        service_type: ServiceType::NodePort,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: Some(30080),
-        }],
-    });
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "empty"),
-        cluster_ip: "10.96.0.12".parse().unwrap(),
-        service_type: ServiceType::ClusterIp,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-        }],
-    });
-    let eps: Vec<(&str, u16)> = endpoints.iter().map(|ip| (*ip, 8080)).collect();
-    set_endpoints(&mut state, "default", "web", "", &eps);
-    state
-}
-
-fn tally(answers: &[Result<String, String>]) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for a in answers {
-        let key = a.clone().unwrap_or_else(|e| panic!("request failed: {e}"));
-        *m.entry(key).or_insert(0) += 1;
-    }
-    m
-}
-
-const CLUSTER_IP: &str = "10.96.0.10:80";
 
 #[test]
 fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {

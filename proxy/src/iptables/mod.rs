@@ -107,7 +107,7 @@ impl IptablesConfig {
         self.localhost_node_ports && self.family == IpFamily::V4
     }
 
-    fn validate(&self) -> Result<(), SyncError> {
+    pub(crate) fn validate(&self) -> Result<(), SyncError> {
         if self.masquerade_bit > 31 {
             return Err(SyncError::Config(format!(
                 "masquerade_bit {} is not in 0-31",

@@ -132,7 +132,7 @@ impl SystemRunner {
     /// The command, in a process group of its own: a Ctrl-C meant for kommit (the
     /// terminal signals the whole foreground group) must not kill a save or restore
     /// kommit still needs, such as the one removing its rules on the way out.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         use std::os::unix::process::CommandExt;
         let mut c = match self.prefix.split_first() {
             None => Command::new(program),

@@ -4,6 +4,7 @@
 pub mod netns;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -273,5 +274,36 @@ impl<R: Runner> Runner for Recording<R> {
     }
     fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         self.inner.sysctl(key, value)
+    }
+}
+
+/// Compares `actual` with `tests/golden/NAME`; `KOMMIT_UPDATE_GOLDEN=1` rewrites the file.
+pub fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("KOMMIT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with KOMMIT_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    if want != actual {
+        for (i, (w, a)) in want.lines().zip(actual.lines()).enumerate() {
+            if w != a {
+                panic!(
+                    "{name} differs at line {}:\n  golden: {w}\n  actual: {a}",
+                    i + 1
+                );
+            }
+        }
+        panic!(
+            "{name} differs in length: golden {} lines, actual {} lines",
+            want.lines().count(),
+            actual.lines().count()
+        );
     }
 }

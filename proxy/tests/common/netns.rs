@@ -3,6 +3,7 @@
 //! so sockets can be opened inside them from the test process.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -10,7 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kommit_proxy::{Protocol, ProxyState, Service, ServiceName, ServicePort, ServiceType};
 use nix::sched::{CloneFlags, setns};
+
+use super::set_endpoints;
 
 /// Fails the test with a clear message unless it runs as root (CI does).
 pub fn require_root() {
@@ -163,3 +167,115 @@ pub fn requests(ns: &Netns, addr: SocketAddr, n: usize) -> Vec<Result<String, St
             .collect()
     })
 }
+
+/// Three namespaces: the node (where the rules go), a client pod and backend pods;
+/// see the layout in iptables_netns.rs.
+pub struct Cluster {
+    pub node: Netns,
+    pub client: Netns,
+    pub _backend_ns: Netns,
+    pub backends: Vec<Backend>,
+}
+
+pub fn setup() -> Cluster {
+    let node = Netns::new();
+    let client = Netns::new();
+    let backend_ns = Netns::new();
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    node.ip(&["addr", "add", "10.250.0.1/32", "dev", "lo"]);
+    node.ip(&[
+        "link",
+        "add",
+        "vclient",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    node.ip(&[
+        "link",
+        "add",
+        "vbackend",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &backend_ns.name,
+    ]);
+    node.ip(&["addr", "add", "10.244.1.1/24", "dev", "vclient"]);
+    node.ip(&["addr", "add", "10.244.2.1/24", "dev", "vbackend"]);
+    node.ip(&["link", "set", "vclient", "up"]);
+    node.ip(&["link", "set", "vbackend", "up"]);
+    // Cluster IPs exist nowhere: like a real node's default route, this one lets
+    // connect() reach the OUTPUT chain and pods' packets reach FORWARD.
+    node.ip(&["route", "add", "10.96.0.0/16", "via", "10.244.2.254"]);
+    client.ip(&["addr", "add", "10.244.1.2/24", "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    client.ip(&["route", "add", "default", "via", "10.244.1.1"]);
+    backend_ns.ip(&["addr", "add", "10.244.2.11/24", "dev", "eth0"]);
+    backend_ns.ip(&["addr", "add", "10.244.2.12/24", "dev", "eth0"]);
+    backend_ns.ip(&["addr", "add", "10.244.2.13/24", "dev", "eth0"]);
+    backend_ns.ip(&["link", "set", "eth0", "up"]);
+    backend_ns.ip(&["route", "add", "default", "via", "10.244.2.1"]);
+    let backends = (1..=3)
+        .map(|i| {
+            Backend::start(
+                &backend_ns,
+                format!("10.244.2.1{i}:8080").parse().unwrap(),
+                &format!("backend-{i}"),
+            )
+        })
+        .collect();
+    Cluster {
+        node,
+        client,
+        _backend_ns: backend_ns,
+        backends,
+    }
+}
+
+/// web (NodePort 30080, endpoints on :8080) and empty (no endpoints).
+pub fn state(endpoints: &[&str]) -> ProxyState {
+    let mut state = ProxyState::new();
+    state.upsert_service(Service {
+        name: ServiceName::new("default", "web"),
+        cluster_ip: "10.96.0.10".parse().unwrap(),
+        service_type: ServiceType::NodePort,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: Some(30080),
+        }],
+    });
+    state.upsert_service(Service {
+        name: ServiceName::new("default", "empty"),
+        cluster_ip: "10.96.0.12".parse().unwrap(),
+        service_type: ServiceType::ClusterIp,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        }],
+    });
+    let eps: Vec<(&str, u16)> = endpoints.iter().map(|ip| (*ip, 8080)).collect();
+    set_endpoints(&mut state, "default", "web", "", &eps);
+    state
+}
+
+pub fn tally(answers: &[Result<String, String>]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for a in answers {
+        let key = a.clone().unwrap_or_else(|e| panic!("request failed: {e}"));
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+pub const CLUSTER_IP: &str = "10.96.0.10:80";

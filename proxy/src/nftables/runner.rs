@@ -1,0 +1,98 @@
+//! Running `nft`: a trait so tests can record or break what is written, and its
+//! implementation on [`SystemRunner`] (the same prefix, e.g. `ip netns exec NAME`).
+
+use std::io::Write as _;
+use std::process::Stdio;
+
+use crate::iptables::{IpFamily, RunnerError, SystemRunner};
+
+use super::objects::{TABLE, family_name};
+
+/// What the nftables proxier needs from the host. `apply` must apply a script as one
+/// transaction, all or nothing, as `nft -f` does.
+pub trait Nft: Send + Sync {
+    /// `nft -f SCRIPT`.
+    fn apply(&self, script: &str) -> Result<(), RunnerError>;
+    /// `nft list table FAMILY kommit`, or `None` when there is no such table.
+    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError>;
+    /// Sets a sysctl such as `net.ipv4.conf.all.route_localnet`.
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError>;
+}
+
+impl<N: Nft + ?Sized> Nft for &N {
+    fn apply(&self, script: &str) -> Result<(), RunnerError> {
+        (**self).apply(script)
+    }
+    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
+        (**self).list_table(family)
+    }
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        (**self).sysctl(key, value)
+    }
+}
+
+impl Nft for SystemRunner {
+    /// The script goes to a file first, written whole, and `nft -f` reads that file: a
+    /// kommit killed while writing never starts `nft`, so a script cut short is never
+    /// applied (`nft -f -` would apply whatever complete lines it got).
+    fn apply(&self, script: &str) -> Result<(), RunnerError> {
+        let program = "nft".to_owned();
+        let spawn = |source| RunnerError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let mut file = tempfile::Builder::new()
+            .prefix("kommit-nft-")
+            .suffix(".nft")
+            .tempfile()
+            .map_err(spawn)?;
+        file.write_all(script.as_bytes()).map_err(spawn)?;
+        file.flush().map_err(spawn)?;
+        let out = self
+            .command("nft")
+            .arg("-f")
+            .arg(file.path())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(spawn)?;
+        if !out.status.success() {
+            return Err(RunnerError::Failed {
+                program,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
+        let program = "nft".to_owned();
+        let out = self
+            .command("nft")
+            .args(["list", "table", family_name(family), TABLE])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RunnerError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            return String::from_utf8(out.stdout)
+                .map(Some)
+                .map_err(|_| RunnerError::NotUtf8 { program });
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        Err(RunnerError::Failed {
+            program,
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        })
+    }
+
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        crate::iptables::Runner::sysctl(self, key, value)
+    }
+}

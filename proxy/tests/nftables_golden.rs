@@ -1,0 +1,367 @@
+//! Golden `nft -f` scripts for the nftables mode, checked for consistency (every goto
+//! names a chain, every set or map used is declared, endpoint choice is uniform), plus
+//! the proxier's full/partial logic against a recording fake. The real `nft` checks the
+//! same scripts in nftables_netns.rs.
+//!
+//! `KOMMIT_UPDATE_GOLDEN=1 cargo test -p kommit-proxy --test nftables_golden` rewrites
+//! the files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{golden, golden_state, set_endpoints};
+use kommit_proxy::iptables::{IpFamily, RunnerError};
+use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier};
+use kommit_proxy::{Protocol, Service, ServiceName, ServicePort, ServiceType};
+
+#[derive(Default)]
+struct FakeNft {
+    scripts: Mutex<Vec<String>>,
+    fail_next: AtomicBool,
+    sysctls: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeNft {
+    fn last(&self) -> String {
+        self.scripts.lock().unwrap().last().cloned().unwrap()
+    }
+    fn applies(&self) -> usize {
+        self.scripts.lock().unwrap().len()
+    }
+}
+
+impl Nft for FakeNft {
+    fn apply(&self, script: &str) -> Result<(), RunnerError> {
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(RunnerError::Failed {
+                program: "nft".into(),
+                status: "exit status: 1".into(),
+                stderr: "injected failure".into(),
+            });
+        }
+        self.scripts.lock().unwrap().push(script.to_owned());
+        Ok(())
+    }
+    fn list_table(&self, _family: IpFamily) -> Result<Option<String>, RunnerError> {
+        Ok(None)
+    }
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        self.sysctls
+            .lock()
+            .unwrap()
+            .push((key.into(), value.into()));
+        Ok(())
+    }
+}
+
+fn config() -> NftablesConfig {
+    NftablesConfig {
+        cluster_cidr: Some("10.244.0.0/16".into()),
+        ..NftablesConfig::default()
+    }
+}
+
+/// What a script declares and uses: chains defined (block or `add chain`), chains
+/// targeted by goto/jump, sets and maps declared, sets and maps used.
+#[derive(Default, Debug)]
+struct Refs {
+    chains: HashSet<String>,
+    targets: HashSet<String>,
+    sets: HashSet<String>,
+    used_sets: HashSet<String>,
+}
+
+fn refs(script: &str) -> Refs {
+    let mut r = Refs::default();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["chain", name, "{"] => {
+                r.chains.insert((*name).to_owned());
+            }
+            ["add", "chain", _, _, name, ..] => {
+                r.chains.insert((*name).to_owned());
+            }
+            ["set" | "map", name, "{"] => {
+                r.sets.insert((*name).to_owned());
+            }
+            _ => {}
+        }
+        for (i, w) in words.iter().enumerate() {
+            if (*w == "goto" || *w == "jump")
+                && let Some(t) = words.get(i + 1)
+            {
+                r.targets
+                    .insert(t.trim_end_matches([',', '}', ';']).to_owned());
+            }
+            if let Some(set) = w.strip_prefix('@') {
+                r.used_sets.insert(set.to_owned());
+            }
+        }
+        if let ["add" | "delete", "element", _, _, set, ..] = words.as_slice() {
+            r.used_sets.insert((*set).to_owned());
+        }
+    }
+    r
+}
+
+/// The `numgen` moduli of every Service chain, in rule order; the last rule has none.
+fn moduli(script: &str) -> BTreeMap<String, Vec<Option<u32>>> {
+    let mut out: BTreeMap<String, Vec<Option<u32>>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in script.lines() {
+        let t = line.trim();
+        if let Some(name) = t
+            .strip_prefix("chain svc-")
+            .and_then(|n| n.strip_suffix(" {"))
+        {
+            current = Some(format!("svc-{name}"));
+            continue;
+        }
+        if t == "}" {
+            current = None;
+            continue;
+        }
+        if let Some(c) = &current {
+            let m = t
+                .split_once("numgen random mod ")
+                .and_then(|(_, rest)| rest.split(' ').next())
+                .map(|n| n.parse().unwrap());
+            out.entry(c.clone()).or_default().push(m);
+        }
+    }
+    out
+}
+
+#[test]
+fn full_sync_matches_golden_and_every_reference_resolves() {
+    let nft = FakeNft::default();
+    let mut proxier = NftablesProxier::new(&nft, config()).unwrap();
+    let report = proxier.sync(&golden_state()).unwrap();
+    assert!(report.full);
+    let script = nft.last();
+    golden("nft-full-sync.txt", &script);
+
+    // The table is replaced in the same transaction.
+    assert!(script.starts_with("add table ip kommit\ndelete table ip kommit\ntable ip kommit {\n"));
+    let r = refs(&script);
+    let missing: Vec<_> = r.targets.difference(&r.chains).collect();
+    assert!(missing.is_empty(), "goto/jump without a chain: {missing:?}");
+    let undeclared: Vec<_> = r.used_sets.difference(&r.sets).collect();
+    assert!(
+        undeclared.is_empty(),
+        "sets used, not declared: {undeclared:?}"
+    );
+    // No anonymous set or map in a Service chain (each one costs the kernel a walk of
+    // the whole transaction): braces only open blocks and element lists.
+    for line in script.lines().filter(|l| l.contains("dnat to")) {
+        assert!(!line.contains('{'), "{line}");
+    }
+
+    // web (3 endpoints), api:http (2), dns:dns and dns:dns-tcp (2), front:https (4),
+    // api:metrics (1): endpoint i of n is taken with probability 1/(n-i).
+    let m = moduli(&script);
+    let mut shapes: Vec<Vec<Option<u32>>> = m.values().cloned().collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        [
+            vec![None],
+            vec![Some(2), None],
+            vec![Some(2), None],
+            vec![Some(2), None],
+            vec![Some(3), Some(2), None],
+            vec![Some(4), Some(3), Some(2), None],
+        ]
+    );
+    // Not-ready endpoints, headless and ExternalName Services are absent.
+    assert!(!script.contains("10.244.9.9") && !script.contains("10.244.1.6"));
+    assert!(!script.contains("default/headless") && !script.contains("default/external"));
+    // Services without endpoints are rejected, not NATed.
+    assert!(script.contains("add element ip kommit no-endpoint-services { 10.96.0.14 . tcp . 80, 10.96.0.12 . tcp . 80 }"));
+    assert!(script.contains("add element ip kommit no-endpoint-nodeports { tcp . 30081 }"));
+    // Named ports map to their own target ports; UDP and TCP of one port are apart.
+    assert!(script.contains("meta l4proto tcp dnat to 10.244.1.5:9100"));
+    assert!(script.contains("meta l4proto udp numgen random mod 2 0 dnat to 10.244.1.10:53"));
+    assert!(script.contains("10.96.0.53 . udp . 53 : goto svc-"));
+    // LoadBalancer and NodePort Services answer on their node ports.
+    assert!(script.contains("tcp . 30443 : goto svc-"));
+    assert!(script.contains("-shop/front/tcp/https"));
+    // Every endpoint can reach itself through its Service (hairpin), once.
+    let hairpin = script
+        .lines()
+        .find(|l| l.starts_with("add element ip kommit hairpin"))
+        .unwrap();
+    assert_eq!(hairpin.matches(" . ").count(), 11, "{hairpin}");
+    assert_eq!(
+        nft.sysctls.lock().unwrap().as_slice(),
+        [(
+            "net.ipv4.conf.all.route_localnet".to_owned(),
+            "1".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn partial_syncs_write_only_what_changed() {
+    let nft = FakeNft::default();
+    let mut proxier = NftablesProxier::new(&nft, config()).unwrap();
+    let mut state = golden_state();
+    proxier.sync(&state).unwrap();
+
+    // Nothing changed: nft does not run.
+    let report = proxier.sync(&state).unwrap();
+    assert!(!report.full && !report.changed());
+    assert_eq!(nft.applies(), 1);
+
+    // One endpoint of web goes away: web's chain is flushed and rewritten, and the
+    // endpoint's hairpin element deleted.
+    set_endpoints(
+        &mut state,
+        "default",
+        "web",
+        "",
+        &[("10.244.1.2", 8080), ("10.244.2.4", 8080)],
+    );
+    let report = proxier.sync(&state).unwrap();
+    assert!(!report.full);
+    assert_eq!(report.ports_regenerated, 1);
+    golden("nft-partial-endpoint.txt", &nft.last());
+
+    // A Service added, then one removed, in one sync.
+    state.upsert_service(Service {
+        name: ServiceName::new("default", "new"),
+        cluster_ip: "10.96.0.30".parse().unwrap(),
+        service_type: ServiceType::NodePort,
+        ports: vec![ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: Some(30300),
+        }],
+    });
+    set_endpoints(&mut state, "default", "new", "http", &[("10.244.3.1", 80)]);
+    state.remove_service(&ServiceName::new("shop", "front"));
+    let report = proxier.sync(&state).unwrap();
+    let script = nft.last();
+    golden("nft-partial-add-remove.txt", &script);
+    assert_eq!(report.chains_written.len(), 1);
+    assert_eq!(report.chains_deleted.len(), 1);
+    // Elements go before the chains they name are deleted.
+    let del_elem = script.find("delete element ip kommit service-ips").unwrap();
+    let del_chain = script.find("delete chain").unwrap();
+    assert!(del_elem < del_chain, "{script}");
+
+    // A Service losing all its endpoints moves from the map to the reject set.
+    set_endpoints(&mut state, "default", "new", "http", &[]);
+    proxier.sync(&state).unwrap();
+    let script = nft.last();
+    assert!(script.contains("delete element ip kommit service-ips { 10.96.0.30 . tcp . 80 }"));
+    assert!(
+        script.contains("add element ip kommit no-endpoint-services { 10.96.0.30 . tcp . 80 }")
+    );
+    assert!(script.contains("add element ip kommit no-endpoint-nodeports { tcp . 30300 }"));
+    assert!(script.contains("delete element ip kommit hairpin { 10.244.3.1 . 10.244.3.1 }"));
+
+    // Applied in order to an empty table, the scripts name only what exists.
+    let all: String = nft.scripts.lock().unwrap().concat();
+    let r = refs(&all);
+    assert!(r.targets.is_subset(&r.chains), "{r:?}");
+}
+
+#[test]
+fn an_endpoint_shared_by_two_services_keeps_its_hairpin_element() {
+    let nft = FakeNft::default();
+    let mut proxier = NftablesProxier::new(&nft, config()).unwrap();
+    let mut state = golden_state();
+    // front's 10.244.1.20 also serves web.
+    set_endpoints(
+        &mut state,
+        "default",
+        "web",
+        "",
+        &[("10.244.1.2", 8080), ("10.244.1.20", 8080)],
+    );
+    proxier.sync(&state).unwrap();
+    state.remove_service(&ServiceName::new("shop", "front"));
+    proxier.sync(&state).unwrap();
+    let script = nft.last();
+    let deleted = script
+        .lines()
+        .find(|l| l.starts_with("delete element ip kommit hairpin"))
+        .unwrap();
+    assert!(!deleted.contains("10.244.1.20 "), "{deleted}");
+    assert!(deleted.contains("10.244.2.21"), "{deleted}");
+}
+
+#[test]
+fn a_failed_apply_makes_the_next_sync_full() {
+    let nft = FakeNft::default();
+    let mut proxier = NftablesProxier::new(&nft, config()).unwrap();
+    let mut state = golden_state();
+    proxier.sync(&state).unwrap();
+    set_endpoints(&mut state, "default", "web", "", &[("10.244.1.2", 8080)]);
+    nft.fail_next.store(true, Ordering::SeqCst);
+    let err = proxier.sync(&state).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    let report = proxier.sync(&state).unwrap();
+    assert!(report.full);
+    assert!(nft.last().contains("delete table ip kommit"));
+}
+
+#[test]
+fn ipv6_has_its_own_table_and_ignores_ipv4_services() {
+    let nft = FakeNft::default();
+    let mut proxier = NftablesProxier::new(
+        &nft,
+        NftablesConfig {
+            family: IpFamily::V6,
+            cluster_cidr: Some("fd00:10:244::/56".into()),
+            ..NftablesConfig::default()
+        },
+    )
+    .unwrap();
+    let mut state = golden_state();
+    state.upsert_service(Service {
+        name: ServiceName::new("default", "v6"),
+        cluster_ip: "fd00:10:96::10".parse().unwrap(),
+        service_type: ServiceType::ClusterIp,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        }],
+    });
+    set_endpoints(&mut state, "default", "v6", "", &[("fd00:10:244::5", 8080)]);
+    proxier.sync(&state).unwrap();
+    let script = nft.last();
+    assert!(script.contains("table ip6 kommit {"));
+    assert!(script.contains("type ipv6_addr . inet_proto . inet_service : verdict"));
+    assert!(script.contains("dnat to [fd00:10:244::5]:8080"));
+    assert!(script.contains("ip6 saddr != fd00:10:244::/56"));
+    assert!(
+        !script.contains("10.96.0.10"),
+        "IPv4 Services are the ip table's"
+    );
+    // No localhost node ports in IPv6: no sysctl.
+    assert!(nft.sysctls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_bad_configuration_is_refused() {
+    let err = NftablesProxier::new(
+        FakeNft::default(),
+        NftablesConfig {
+            cluster_cidr: Some("10.244.0.0/40".into()),
+            ..NftablesConfig::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("10.244.0.0/40"), "{err}");
+}

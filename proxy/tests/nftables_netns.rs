@@ -1,0 +1,312 @@
+//! The nftables proxier against the real `nft` and kernel, in network namespaces the
+//! tests create and always delete (the layout of iptables_netns.rs). Must run as root
+//! (CI does); fails with a clear message otherwise.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use common::netns::{CLUSTER_IP, requests, setup, state, tally};
+use common::set_endpoints;
+use kommit_proxy::iptables::{IpFamily, RunnerError, SystemRunner};
+use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier, cleanup};
+use kommit_proxy::{Protocol, Service, ServiceName, ServicePort, ServiceType};
+
+fn config() -> NftablesConfig {
+    NftablesConfig {
+        cluster_cidr: Some("10.244.0.0/16".into()),
+        ..NftablesConfig::default()
+    }
+}
+
+/// Wraps the real runner and records every script it passes on.
+struct Recording {
+    inner: SystemRunner,
+    scripts: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn new(inner: SystemRunner) -> Self {
+        Self {
+            inner,
+            scripts: Mutex::new(Vec::new()),
+        }
+    }
+    fn last(&self) -> String {
+        self.scripts.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+impl Nft for Recording {
+    fn apply(&self, script: &str) -> Result<(), RunnerError> {
+        self.scripts.lock().unwrap().push(script.to_owned());
+        self.inner.apply(script)
+    }
+    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
+        self.inner.list_table(family)
+    }
+    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        self.inner.sysctl(key, value)
+    }
+}
+
+fn table(runner: &impl Nft) -> String {
+    runner.list_table(IpFamily::V4).unwrap().unwrap_or_default()
+}
+
+/// The blocks (chains, sets, maps) whose text differs between two listings.
+fn changed_blocks(a: &str, b: &str) -> Vec<String> {
+    fn blocks(s: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in s.lines() {
+            let t = line.trim();
+            if line.starts_with('\t') && !line.starts_with("\t\t") && t.ends_with('{') {
+                current = Some((t.trim_end_matches(" {").to_owned(), String::new()));
+            } else if line == "\t}" {
+                out.extend(current.take());
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(t);
+                body.push('\n');
+            }
+        }
+        out
+    }
+    let (ba, bb) = (blocks(a), blocks(b));
+    let mut out: Vec<String> = ba
+        .iter()
+        .filter(|x| !bb.contains(x))
+        .chain(bb.iter().filter(|x| !ba.contains(x)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
+    let c = setup();
+    let runner = Recording::new(SystemRunner::in_netns(&c.node.name));
+    let mut proxier = NftablesProxier::new(&runner, config()).unwrap();
+    let mut st = state(&["10.244.2.11", "10.244.2.12", "10.244.2.13"]);
+    let report = proxier.sync(&st).unwrap();
+    assert!(report.full);
+    let listed = table(&runner);
+    assert!(listed.contains("map service-ips"), "{listed}");
+
+    // From the node itself (nat output): 300 connections over three endpoints,
+    // masqueraded to the node's address toward the pods.
+    let cluster_ip: SocketAddr = CLUSTER_IP.parse().unwrap();
+    let counts = tally(&requests(&c.node, cluster_ip, 300));
+    for b in &c.backends {
+        let n = counts.get(&b.name).copied().unwrap_or(0);
+        assert!(
+            n >= 50,
+            "{} got {n} of 300 connections (expected about 100): {counts:?}",
+            b.name
+        );
+        let mut peers = b.peers.lock().unwrap();
+        assert!(
+            peers.iter().all(|p| p.to_string() == "10.244.2.1"),
+            "{peers:?}"
+        );
+        peers.clear();
+    }
+
+    // From a pod (nat prerouting): its own address is kept.
+    let counts = tally(&requests(&c.client, cluster_ip, 60));
+    assert_eq!(counts.values().sum::<usize>(), 60);
+    for b in &c.backends {
+        let mut peers = b.peers.lock().unwrap();
+        assert!(
+            peers.iter().all(|p| p.to_string() == "10.244.1.2"),
+            "{peers:?}"
+        );
+        peers.clear();
+    }
+
+    // NodePort on the node address from the pod (masqueraded), and on 127.0.0.1.
+    let counts = tally(&requests(
+        &c.client,
+        "10.250.0.1:30080".parse().unwrap(),
+        30,
+    ));
+    assert_eq!(counts.values().sum::<usize>(), 30);
+    for b in &c.backends {
+        let peers = b.peers.lock().unwrap();
+        assert!(
+            peers.iter().all(|p| p.to_string() == "10.244.2.1"),
+            "{peers:?}"
+        );
+    }
+    let counts = tally(&requests(&c.node, "127.0.0.1:30080".parse().unwrap(), 30));
+    assert_eq!(counts.values().sum::<usize>(), 30);
+
+    // A Service without endpoints is refused at once, from the node and from a pod.
+    for ns in [&c.node, &c.client] {
+        let empty = requests(ns, "10.96.0.12:80".parse().unwrap(), 1);
+        assert!(
+            empty[0].as_ref().is_err_and(|e| e.contains("refused")),
+            "{empty:?}"
+        );
+    }
+
+    // backend-3 stops being ready: a partial sync rewrites web's chain and drops
+    // backend-3's hairpin element, and nothing else; nothing reaches backend-3 after.
+    let before = table(&runner);
+    st = state(&["10.244.2.11", "10.244.2.12"]);
+    let report = proxier.sync(&st).unwrap();
+    assert!(!report.full);
+    assert_eq!(report.chains_written.len(), 1, "{report:?}");
+    let web_chain = report.chains_written[0].clone();
+    assert!(
+        web_chain.starts_with("svc-") && web_chain.ends_with("-default/web/tcp/80"),
+        "{web_chain}"
+    );
+    assert!(report.chains_deleted.is_empty(), "{report:?}");
+    assert_eq!((report.elements_added, report.elements_deleted), (0, 1));
+    let script = runner.last();
+    assert!(!script.contains("table ip kommit {"), "{script}");
+    let after = table(&runner);
+    assert_eq!(
+        changed_blocks(&before, &after),
+        [format!("chain {web_chain}"), "set hairpin".to_owned()]
+    );
+    let hits3 = c.backends[2].hits();
+    let counts = tally(&requests(&c.node, cluster_ip, 100));
+    assert_eq!(
+        c.backends[2].hits(),
+        hits3,
+        "no connection may reach the removed endpoint: {counts:?}"
+    );
+    assert!(
+        counts.get("backend-1").is_some_and(|n| *n >= 20)
+            && counts.get("backend-2").is_some_and(|n| *n >= 20),
+        "{counts:?}"
+    );
+
+    // A Service added: one chain and one map element; it answers at once.
+    st.upsert_service(Service {
+        name: ServiceName::new("default", "api"),
+        cluster_ip: "10.96.0.20".parse().unwrap(),
+        service_type: ServiceType::ClusterIp,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        }],
+    });
+    set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
+    let report = proxier.sync(&st).unwrap();
+    assert_eq!(report.chains_written.len(), 1, "{report:?}");
+    assert_eq!(
+        report.elements_added, 1,
+        "the hairpin element exists already"
+    );
+    let counts = tally(&requests(&c.node, "10.96.0.20:80".parse().unwrap(), 20));
+    assert_eq!(counts.get("backend-1"), Some(&20), "{counts:?}");
+
+    // ... and removed again: its element and chain are gone, web still answers.
+    st.remove_service(&ServiceName::new("default", "api"));
+    let report = proxier.sync(&st).unwrap();
+    assert_eq!(report.chains_deleted.len(), 1, "{report:?}");
+    let listed = table(&runner);
+    assert!(!listed.contains("default/api"), "{listed}");
+    assert!(listed.contains("10.244.2.11 . 10.244.2.11"), "{listed}");
+    assert_eq!(
+        tally(&requests(&c.node, cluster_ip, 10))
+            .values()
+            .sum::<usize>(),
+        10
+    );
+    // A sync without changes writes nothing.
+    let n = runner.scripts.lock().unwrap().len();
+    assert!(!proxier.sync(&st).unwrap().changed());
+    assert_eq!(runner.scripts.lock().unwrap().len(), n);
+
+    // Cleanup: the table is gone and the cluster IP no longer answers; a second
+    // cleanup finds nothing.
+    let system = SystemRunner::in_netns(&c.node.name);
+    assert!(cleanup(&system, IpFamily::V4).unwrap());
+    assert_eq!(system.list_table(IpFamily::V4).unwrap(), None);
+    assert!(requests(&c.node, cluster_ip, 1)[0].is_err());
+    assert!(!cleanup(&system, IpFamily::V4).unwrap());
+
+    // A fresh proxier starts with a full sync and works again; a second full sync over
+    // the table replaces it with the same content.
+    let mut proxier = NftablesProxier::new(&system, config()).unwrap();
+    assert!(proxier.sync(&st).unwrap().full);
+    let first = table(&system);
+    proxier.force_full_sync();
+    assert!(proxier.sync(&st).unwrap().full);
+    assert_eq!(table(&system), first);
+    assert_eq!(
+        tally(&requests(&c.node, cluster_ip, 10))
+            .values()
+            .sum::<usize>(),
+        10
+    );
+    cleanup(&system, IpFamily::V4).unwrap();
+}
+
+#[test]
+fn a_failed_apply_leaves_the_old_table_intact() {
+    let c = setup();
+    let runner = Recording::new(SystemRunner::in_netns(&c.node.name));
+    let mut proxier = NftablesProxier::new(&runner, config()).unwrap();
+    let three = state(&["10.244.2.11", "10.244.2.12", "10.244.2.13"]);
+    proxier.sync(&three).unwrap();
+    let before = table(&runner);
+
+    // A full sync for another state, with one bad rule near its end: nft rejects the
+    // script and nothing of it is applied, although it deleted and rewrote the table
+    // before the bad line.
+    let mut probe = NftablesProxier::new(
+        Recording::new(SystemRunner::in_netns("no-such-namespace")),
+        config(),
+    )
+    .unwrap();
+    assert!(probe.sync(&state(&["10.244.2.11"])).is_err());
+    let good = probe.nft().last();
+    let at = good.rfind("\t}\n}\n").unwrap();
+    let bad = format!(
+        "{}\tchain broken {{\n\t\tgoto no-such-chain\n\t}}\n{}",
+        &good[..at + 3],
+        &good[at + 3..]
+    );
+    let err = runner.apply(&bad).unwrap_err();
+    assert!(err.to_string().contains("nft"), "{err}");
+    assert_eq!(table(&runner), before, "a failed apply must change nothing");
+
+    let answers = requests(&c.node, CLUSTER_IP.parse().unwrap(), 150);
+    let mut seen: Vec<String> = answers.into_iter().map(Result::unwrap).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["backend-1", "backend-2", "backend-3"]);
+}
+
+/// The golden scripts (nftables_golden.rs) in the order they were made, applied by the
+/// real nft to a fresh namespace: the kernel accepts every one.
+#[test]
+fn the_golden_scripts_apply_for_real() {
+    let ns = common::netns::Netns::new();
+    let system = SystemRunner::in_netns(&ns.name);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for name in [
+        "nft-full-sync.txt",
+        "nft-partial-endpoint.txt",
+        "nft-partial-add-remove.txt",
+    ] {
+        let script = std::fs::read_to_string(dir.join(name)).unwrap();
+        system
+            .apply(&script)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let listed = table(&system);
+    assert!(listed.contains("default/new/tcp/http"), "{listed}");
+    assert!(!listed.contains("shop/front"), "{listed}");
+}
