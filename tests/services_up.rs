@@ -1,6 +1,7 @@
 //! Services end to end through the real `kommit up`: cluster IPs and node ports
-//! allocated, Endpoints from ready pods, the proxy programming the host (iptables mode,
-//! Docker runtime) or proxying in-process (userspace mode, process runtime).
+//! allocated, Endpoints from ready pods, the proxy programming the host (iptables and
+//! nftables modes, Docker runtime) or proxying in-process (userspace mode, process
+//! runtime).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -147,21 +148,38 @@ fn in_client(node: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn kommit_chains() -> Vec<String> {
-    let out = Command::new("iptables-save")
-        .args(["-t", "nat"])
-        .output()
-        .unwrap();
+/// kommit's rules on the host in `mode`: the nat table's KOMMIT- lines, or the lines
+/// of the nftables table.
+fn kommit_rules(mode: &str) -> Vec<String> {
+    let out = match mode {
+        "nftables" => Command::new("nft")
+            .args(["list", "table", "ip", "kommit"])
+            .output()
+            .unwrap(),
+        _ => Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .unwrap(),
+    };
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("KOMMIT-"))
+        .filter(|l| mode == "nftables" || l.contains("KOMMIT-"))
         .map(str::to_string)
         .collect()
 }
 
 #[test]
 fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
-    let node = node_name("svc-docker");
+    docker_pods_reach_services("iptables");
+}
+
+#[test]
+fn docker_pods_reach_services_through_nftables() {
+    docker_pods_reach_services("nftables");
+}
+
+fn docker_pods_reach_services(mode: &str) {
+    let node = node_name(&format!("svc-{mode}"));
     let _docker = DockerCleanup(node.clone());
     let _rules = ProxyCleanup;
     let repo = GitRepo::init();
@@ -177,10 +195,7 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         .unwrap()
         .success()
     {
-        assert!(
-            start.elapsed() < T,
-            "another kommit kept the iptables chains"
-        );
+        assert!(start.elapsed() < T, "another kommit kept the proxy rules");
         std::thread::sleep(Duration::from_millis(500));
     }
     let mut up = Up::start_with(
@@ -188,15 +203,19 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         data.path(),
         "docker",
         &node,
-        &["--proxy-mode", "iptables"],
+        &["--proxy-mode", mode],
     );
     up.wait_for("the proxy starts", T, || {
         let text = up.text();
         text.contains("proxy: ") || text.contains("error")
     });
-    assert!(up.text().contains("proxy: iptables mode"), "{}", up.text());
-    // One kommit owns the chains: a second one in iptables mode is refused, and so is
-    // a cleanup that is not forced.
+    assert!(
+        up.text().contains(&format!("proxy: {mode} mode")),
+        "{}",
+        up.text()
+    );
+    // One kommit owns the rules: a second one in either mode is refused, and so is a
+    // cleanup that is not forced.
     let other = tempfile::tempdir().unwrap();
     let second = Command::new(env!("CARGO_BIN_EXE_kommit"))
         .arg("up")
@@ -208,10 +227,7 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
         .unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        err.contains("another kommit owns the iptables chains"),
-        "{err}"
-    );
+    assert!(err.contains("another kommit owns the proxy rules"), "{err}");
     let cleanup = Command::new(env!("CARGO_BIN_EXE_kommit"))
         .args(["proxy", "cleanup"])
         .output()
@@ -305,11 +321,11 @@ fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
     });
 
     // A clean stop removes every kommit rule.
-    assert!(!kommit_chains().is_empty(), "rules while running");
+    assert!(!kommit_rules(mode).is_empty(), "rules while running");
     up.stop();
     assert!(up.text().contains("stopped"), "{}", up.text());
     assert_eq!(
-        kommit_chains(),
+        kommit_rules(mode),
         Vec::<String>::new(),
         "no kommit rules after the stop"
     );

@@ -2,13 +2,15 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use kommit_proxy::iptables::{Backend, IpFamily, SystemRunner, cleanup};
+use kommit_proxy::iptables::{Backend, IpFamily, RunnerError, SystemRunner, cleanup};
+use kommit_proxy::nftables;
 
 #[derive(Debug, Subcommand)]
 pub enum ProxyCommand {
-    /// Remove every kommit chain (KOMMIT-*) and every rule that jumps into one, from the
-    /// nat and filter tables, in one atomic iptables-restore per family. Other rules
-    /// (Docker's, a real kube-proxy's KUBE-*) are left alone.
+    /// Remove what a kommit proxy left on this host: every kommit chain (KOMMIT-*) and
+    /// every rule that jumps into one, from the nat and filter tables, in one atomic
+    /// iptables-restore per family, and the nftables table `ip kommit` (nftables mode).
+    /// Other rules (Docker's, a real kube-proxy's KUBE-*) are left alone.
     Cleanup(CleanupArgs),
 }
 
@@ -65,7 +67,21 @@ pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
                 for chain in &report.chains_deleted {
                     println!("deleted chain {chain}");
                 }
-                if report.chains_deleted.is_empty() && report.jumps_deleted.is_empty() {
+                let table = match nftables::cleanup(&runner, family) {
+                    Ok(deleted) => deleted,
+                    // No nft on this host: nothing of the nftables mode to remove.
+                    Err(nftables::SyncError::List(RunnerError::Spawn { .. })) => false,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cleaning up {family:?} nftables"));
+                    }
+                };
+                if table {
+                    println!(
+                        "deleted nftables table {} kommit",
+                        nftables::family_name(family)
+                    );
+                }
+                if report.chains_deleted.is_empty() && report.jumps_deleted.is_empty() && !table {
                     println!("no kommit rules ({family:?})");
                 }
             }

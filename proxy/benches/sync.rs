@@ -1,8 +1,8 @@
-//! iptables sync figures: full syncs of 1,000 / 5,000 / 10,000 Services with two
+//! Proxy sync figures: full syncs of 1,000 / 5,000 / 10,000 Services with two
 //! endpoints each, and partial syncs of one changed Service among 10,000, applied with
-//! the real iptables-restore inside a fresh network namespace (root needed).
+//! the real iptables-restore or nft inside a fresh network namespace (root needed).
 //!
-//! `cargo bench -p kommit-proxy --bench sync`
+//! `cargo bench -p kommit-proxy --bench sync -- --mode nftables` (or see `main`)
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sched::{CloneFlags, setns};
 use nix::sys::resource::{UsageWho, getrusage};
 
 use std::io::Write;
@@ -17,9 +18,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kommit_proxy::iptables::{
-    Backend, IpFamily, IptablesConfig, IptablesProxier, Runner, RunnerError, SyncReport,
-    SystemRunner,
+    Backend, IpFamily, IptablesConfig, IptablesProxier, Runner, RunnerError, SystemRunner,
 };
+use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier};
 use kommit_proxy::{
     Endpoint, Protocol, ProxyState, Service, ServiceName, ServicePort, ServiceType,
 };
@@ -36,6 +37,18 @@ impl Runner for NullRunner {
         Ok(())
     }
     fn sysctl(&self, _: &str, _: &str) -> Result<(), RunnerError> {
+        Ok(())
+    }
+}
+
+impl Nft for NullRunner {
+    fn apply(&self, _: &str) -> Result<(), RunnerError> {
+        Ok(())
+    }
+    fn list_table(&self, _: IpFamily) -> Result<Option<String>, RunnerError> {
+        Ok(None)
+    }
+    fn set_sysctl(&self, _: &str, _: &str) -> Result<(), RunnerError> {
         Ok(())
     }
 }
@@ -144,20 +157,86 @@ fn cpu() -> (Duration, Duration) {
     (t(UsageWho::RUSAGE_SELF), t(UsageWho::RUSAGE_CHILDREN))
 }
 
+/// One sync's figures, whichever mode wrote it.
 struct Timed {
-    report: SyncReport,
+    full: bool,
+    ports_regenerated: usize,
+    generate: Duration,
+    /// iptables-restore or nft.
+    apply: Duration,
+    /// iptables-save (full iptables syncs).
+    save: Duration,
+    /// What was written, e.g. "2 chains, 5 rules".
+    written: String,
+    bytes: usize,
     cpu_self: Duration,
     cpu_children: Duration,
 }
 
-fn sync<R: Runner>(proxier: &mut IptablesProxier<R>, st: &ProxyState) -> Timed {
+impl Timed {
+    fn total(&self) -> Duration {
+        self.generate + self.apply + self.save
+    }
+}
+
+/// A proxier under measurement.
+trait Bench {
+    fn sync_timed(&mut self, st: &ProxyState) -> Timed;
+    fn force_full_sync(&mut self);
+}
+
+fn measured<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
     let (s0, c0) = cpu();
-    let report = proxier.sync(st).unwrap();
+    let out = f();
     let (s1, c1) = cpu();
-    Timed {
-        report,
-        cpu_self: s1 - s0,
-        cpu_children: c1 - c0,
+    (out, s1 - s0, c1 - c0)
+}
+
+impl<R: Runner> Bench for IptablesProxier<R> {
+    fn sync_timed(&mut self, st: &ProxyState) -> Timed {
+        let (r, cpu_self, cpu_children) = measured(|| self.sync(st).unwrap());
+        Timed {
+            full: r.full,
+            ports_regenerated: r.ports_regenerated,
+            generate: r.generate,
+            apply: r.restore,
+            save: r.save,
+            written: format!(
+                "{} chains, {} rules",
+                r.chains_written.len(),
+                r.rules_written
+            ),
+            bytes: r.input_bytes,
+            cpu_self,
+            cpu_children,
+        }
+    }
+    fn force_full_sync(&mut self) {
+        IptablesProxier::force_full_sync(self)
+    }
+}
+
+impl<N: Nft> Bench for NftablesProxier<N> {
+    fn sync_timed(&mut self, st: &ProxyState) -> Timed {
+        let (r, cpu_self, cpu_children) = measured(|| self.sync(st).unwrap());
+        Timed {
+            full: r.full,
+            ports_regenerated: r.ports_regenerated,
+            generate: r.generate,
+            apply: r.apply,
+            save: Duration::ZERO,
+            written: format!(
+                "{} chains, {} elements",
+                r.chains_written.len(),
+                r.elements_added + r.elements_deleted
+            ),
+            bytes: r.script_bytes,
+            cpu_self,
+            cpu_children,
+        }
+    }
+    fn force_full_sync(&mut self) {
+        NftablesProxier::force_full_sync(self)
     }
 }
 
@@ -166,23 +245,21 @@ fn ms(d: Duration) -> String {
 }
 
 fn line(what: &str, t: &Timed) {
-    let r = &t.report;
     println!(
-        "{what:<50} wall: generate {} restore {} save {} total {} | cpu: kommit {} iptables {} | {} chains, {} rules, {} KiB",
-        ms(r.generate),
-        ms(r.restore),
-        ms(r.save),
-        ms(r.generate + r.restore + r.save),
+        "{what:<50} wall: generate {} apply {} save {} total {} | cpu: kommit {} tools {} | {}, {} KiB",
+        ms(t.generate),
+        ms(t.apply),
+        ms(t.save),
+        ms(t.total()),
         ms(t.cpu_self),
         ms(t.cpu_children),
-        r.chains_written.len(),
-        r.rules_written,
-        r.input_bytes / 1024
+        t.written,
+        t.bytes / 1024
     );
 }
 
 fn median(mut v: Vec<Timed>) -> Timed {
-    v.sort_by_key(|t| t.report.generate + t.report.restore + t.report.save);
+    v.sort_by_key(Timed::total);
     v.swap_remove(v.len() / 2)
 }
 
@@ -193,51 +270,54 @@ fn config() -> IptablesConfig {
     }
 }
 
+fn nft_config() -> NftablesConfig {
+    NftablesConfig {
+        cluster_cidr: Some("10.244.0.0/15".into()),
+        ..NftablesConfig::default()
+    }
+}
+
 /// Full syncs of `n` Services (from empty tables, then over the rules in place).
-fn full<R: Runner>(proxier: &mut IptablesProxier<R>, st: &ProxyState, n: u32) {
-    let r = sync(proxier, st);
-    assert!(r.report.full);
+fn full(proxier: &mut impl Bench, st: &ProxyState, n: u32) {
+    let r = proxier.sync_timed(st);
+    assert!(r.full);
     line(&format!("full sync, {n} services, empty tables"), &r);
     proxier.force_full_sync();
-    let r = sync(proxier, st);
+    let r = proxier.sync_timed(st);
     line(&format!("full sync, {n} services, rules in place"), &r);
 }
 
 /// Partial syncs on top of the `n` Services in place.
-fn partial<R: Runner>(proxier: &mut IptablesProxier<R>, st: &mut ProxyState, n: u32) {
+fn partial(proxier: &mut impl Bench, st: &mut ProxyState, n: u32) {
     // One Service's endpoint changes (a pod replaced).
     let mut reports = Vec::new();
     for round in 1..=9u32 {
         let i = round * 997 % n;
         st.set_endpoints(service(i).name, endpoints(i, round));
-        let r = sync(proxier, st);
-        assert!(
-            !r.report.full && r.report.ports_regenerated == 1,
-            "{:?}",
-            r.report
-        );
+        let r = proxier.sync_timed(st);
+        assert!(!r.full && r.ports_regenerated == 1);
         reports.push(r);
     }
     line(
         &format!("partial sync, 1 endpoint changed of {n} (median of 9)"),
         &median(reports),
     );
-    // One Service added: KOMMIT-SERVICES (one rule per Service) is rewritten too.
+    // One Service added.
     let mut reports = Vec::new();
     for round in 0..5u32 {
         let svc = service(n + round);
         let name = svc.name.clone();
         st.upsert_service(svc);
         st.set_endpoints(name, endpoints(n + round, 0));
-        let r = sync(proxier, st);
-        assert!(!r.report.full, "{:?}", r.report);
+        let r = proxier.sync_timed(st);
+        assert!(!r.full);
         reports.push(r);
     }
     line(
         &format!("partial sync, 1 service added to {n} (median of 5)"),
         &median(reports),
     );
-    let r = sync(proxier, st);
+    let r = proxier.sync_timed(st);
     line("partial sync, nothing changed", &r);
 }
 
@@ -253,6 +333,47 @@ fn dry(sizes: &[u32]) {
             partial(&mut proxier, &mut st, n);
         }
     }
+    println!("nftables generation only (no nft):");
+    for &n in sizes {
+        let mut proxier = NftablesProxier::new(NullRunner, nft_config()).unwrap();
+        let mut st = state(n);
+        full(&mut proxier, &st, n);
+        if n == largest {
+            partial(&mut proxier, &mut st, n);
+        }
+    }
+}
+
+/// nftables mode: full syncs for each size and, at the largest, partial syncs.
+fn run_nft(sizes: &[u32]) {
+    println!("nftables mode ({}):", nft_version());
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    for &n in sizes {
+        let ns = Netns::new();
+        // nft runs as kommit runs it, without `ip netns exec` in front (which costs a
+        // process and ~20 ms per sync): this thread enters the namespace instead.
+        let path = format!("/run/netns/{}", ns.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+            let mut proxier = NftablesProxier::new(SystemRunner::new(), nft_config()).unwrap();
+            let mut st = state(n);
+            full(&mut proxier, &st, n);
+            if n == largest {
+                partial(&mut proxier, &mut st, n);
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+fn nft_version() -> String {
+    Command::new("nft")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "nft not found".into())
 }
 
 /// Full syncs for each size and, at the largest, partial syncs.
@@ -288,14 +409,16 @@ fn run_preloaded(backend: Backend, n: u32) {
     };
     let mut proxier = IptablesProxier::new(runner, config()).unwrap();
     let mut st = state(n);
-    let r = sync(&mut proxier, &st);
+    let r = proxier.sync_timed(&st);
     line(&format!("preload, {n} services (flush mode)"), &r);
     partial(&mut proxier, &mut st, n);
 }
 
-/// `-- [--dry] [--backend legacy|nft|installed] [--sizes 1000,5000,10000]`.
+/// `-- [--dry] [--mode nftables] [--backend legacy|nft|installed] [--sizes 1000,5000,10000]`.
 ///
-/// Without arguments: generation alone, then iptables-legacy for 1,000 / 5,000 / 10,000
+/// `--mode nftables`: the nftables mode with the real nft, full syncs for each size and
+/// partial syncs among the largest. Without arguments: generation alone (both modes), then
+/// the nftables mode, then iptables-legacy for 1,000 / 5,000 / 10,000
 /// Services, then the installed iptables (nft on Debian) for 1,000 and 2,000 full and
 /// partial syncs among 10,000 preloaded (iptables-nft 1.8.9's --noflush restore grows
 /// quadratically with the rules written, so a full 10,000 takes minutes there).
@@ -326,10 +449,14 @@ fn main() {
     if args.iter().any(|a| a == "--dry") {
         return dry(sizes.as_deref().unwrap_or(&all));
     }
+    if arg("--mode").as_deref() == Some("nftables") {
+        return run_nft(sizes.as_deref().unwrap_or(&all));
+    }
     match backend {
         Some(b) => run(b, sizes.as_deref().unwrap_or(&all)),
         None => {
             dry(&all);
+            run_nft(&all);
             run(Backend::Legacy, &all);
             run(Backend::Installed, &[1_000, 2_000]);
             run_preloaded(Backend::Installed, 10_000);

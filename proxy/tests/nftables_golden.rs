@@ -49,7 +49,7 @@ impl Nft for FakeNft {
     fn list_table(&self, _family: IpFamily) -> Result<Option<String>, RunnerError> {
         Ok(None)
     }
-    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         self.sysctls
             .lock()
             .unwrap()

@@ -47,8 +47,8 @@ impl Nft for Recording {
     fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
         self.inner.list_table(family)
     }
-    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
-        self.inner.sysctl(key, value)
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        self.inner.set_sysctl(key, value)
     }
 }
 

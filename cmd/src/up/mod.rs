@@ -10,7 +10,7 @@
 //! | [`desired`] | snapshot → the reconciler's `Desired` |
 //! | [`control`] | the node agent's `ControlPlane` over the cache |
 //! | [`progress`] | rollout progress lines and "converged" |
-//! | [`proxy`] | the service proxy (iptables or userspace) fed from the cache |
+//! | [`proxy`] | the service proxy (iptables, nftables or userspace) fed from the cache |
 //! | [`dns`] | the cluster DNS fed from the cache; pods' resolver settings |
 //! | [`records`] | a rollout record per commit in the cache (`kommit status`, `kubectl get commits`) |
 //!
@@ -107,7 +107,8 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     poll_ms: u64,
     /// How Services are proxied: auto is iptables when running as root with a working
-    /// iptables and no other kommit owning the chains, else userspace.
+    /// iptables and no other kommit owning the rules, else userspace; nftables (root and
+    /// `nft`) syncs thousands of Services faster.
     #[arg(long, value_enum, default_value_t = proxy::ProxyMode::Auto)]
     proxy_mode: proxy::ProxyMode,
     /// The range Services' cluster IPs are allocated from (IPv4 CIDR). The default sits in

@@ -1,5 +1,5 @@
 //! The service proxy inside `kommit up`: fed from the Services and EndpointSlices in the
-//! cache, in iptables or userspace mode.
+//! cache, in iptables, nftables or userspace mode.
 //!
 //! Decisions:
 //! - `auto` picks iptables when kommit runs as root, `iptables-save` answers and no other
@@ -30,6 +30,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kommit_cache::{Cache, RangeRequest, WatchRequest};
 use kommit_proxy::driver::{self, DriverTiming};
 use kommit_proxy::iptables::{IpFamily, IptablesConfig, IptablesProxier, Runner, SystemRunner};
+use kommit_proxy::nftables::{self, NftablesConfig, NftablesProxier};
 use kommit_proxy::userspace::{PortPolicy, UserspaceConfig, UserspaceProxy};
 use kommit_proxy::{ProxyState, ServiceEndpoints, ServiceName, convert};
 use tokio::sync::watch;
@@ -47,6 +48,9 @@ pub enum ProxyMode {
     Auto,
     /// kube-proxy's iptables rules (needs root).
     Iptables,
+    /// One nftables table of kommit's own with verdict maps (needs root and `nft`):
+    /// faster syncs than iptables with thousands of Services.
+    Nftables,
     /// An in-process TCP/UDP proxy on 127.0.0.1 (node ports only).
     Userspace,
     /// No proxy.
@@ -89,7 +93,7 @@ pub fn take_lock() -> Result<File, String> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another kommit owns the iptables chains (lock {LOCK_PATH} is held)"
+            "another kommit owns the proxy rules (lock {LOCK_PATH} is held)"
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {LOCK_PATH}: {e}")),
     }
@@ -112,6 +116,15 @@ fn iptables_ready(runner: &SystemRunner) -> Result<File, String> {
     take_lock()
 }
 
+/// Whether nftables mode can run here; the lock when it can.
+fn nftables_ready(runner: &SystemRunner) -> Result<File, String> {
+    if !is_root() {
+        return Err("kommit is not running as root".into());
+    }
+    nftables::available(runner).map_err(|e| format!("nft does not work here: {e}"))?;
+    take_lock()
+}
+
 /// Starts the proxy in `mode`; `None` when the mode is `none`.
 pub async fn start(
     mode: ProxyMode,
@@ -130,6 +143,12 @@ pub async fn start(
                 .map_err(anyhow::Error::msg)
                 .context("--proxy-mode iptables")?;
             (ProxyMode::Iptables, Some(lock))
+        }
+        ProxyMode::Nftables => {
+            let lock = nftables_ready(&runner)
+                .map_err(anyhow::Error::msg)
+                .context("--proxy-mode nftables")?;
+            (ProxyMode::Nftables, Some(lock))
         }
         ProxyMode::Auto => match iptables_ready(&runner) {
             Ok(lock) => (ProxyMode::Iptables, Some(lock)),
@@ -152,25 +171,28 @@ pub async fn start(
             println!("proxy: iptables mode (chains KOMMIT-*, removed on exit)");
             tokio::spawn(async move {
                 let mut proxier = driver::run_iptables(proxier, rx, timing).await;
-                let cleanup = move || {
-                    proxier.cleanup().or_else(|e| {
-                        tracing::warn!(error = %e, "removing the iptables rules failed; trying again");
-                        std::thread::sleep(Duration::from_millis(200));
-                        proxier.cleanup()
-                    })
-                };
-                match tokio::task::spawn_blocking(cleanup).await {
-                    Ok(Ok(report)) => tracing::info!(
-                        chains = report.chains_deleted.len(),
-                        "iptables rules removed"
-                    ),
-                    Ok(Err(e)) => {
-                        println!(
-                            "proxy: removing the iptables rules failed: {e} (run `kommit proxy cleanup`)"
-                        )
-                    }
-                    Err(e) => println!("proxy: cleanup thread failed: {e}"),
-                }
+                remove_rules("iptables rules", move || {
+                    proxier
+                        .cleanup()
+                        .map(|r| format!("{} chains", r.chains_deleted.len()))
+                })
+                .await;
+                drop(lock);
+            })
+        }
+        ProxyMode::Nftables => {
+            let config = NftablesConfig {
+                cluster_cidr: None,
+                ..NftablesConfig::default()
+            };
+            let proxier = NftablesProxier::new(runner, config).context("the nftables proxier")?;
+            println!("proxy: nftables mode (table ip kommit, removed on exit)");
+            tokio::spawn(async move {
+                let mut proxier = driver::run_rules(proxier, rx, timing).await;
+                remove_rules("nftables table", move || {
+                    proxier.cleanup().map(|_| "table ip kommit".to_owned())
+                })
+                .await;
                 drop(lock);
             })
         }
@@ -189,6 +211,27 @@ pub async fn start(
         }
     };
     Ok(Some(Proxy { task, feeder }))
+}
+
+/// Removes the proxy's rules on the way out, trying twice; says so when it cannot.
+async fn remove_rules<E: std::fmt::Display + Send + 'static>(
+    what: &'static str,
+    mut cleanup: impl FnMut() -> Result<String, E> + Send + 'static,
+) {
+    let run = move || {
+        cleanup().or_else(|e| {
+            tracing::warn!(error = %e, "removing the {what} failed; trying again");
+            std::thread::sleep(Duration::from_millis(200));
+            cleanup()
+        })
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(removed)) => tracing::info!(%removed, "proxy: {what} removed"),
+        Ok(Err(e)) => {
+            println!("proxy: removing the {what} failed: {e} (run `kommit proxy cleanup`)")
+        }
+        Err(e) => println!("proxy: cleanup thread failed: {e}"),
+    }
 }
 
 /// What the cache says, converted.

@@ -194,7 +194,7 @@ impl<N: Nft> NftablesProxier<N> {
         };
         if full
             && self.config.localhost_node_ports()
-            && let Err(e) = self.nft.sysctl("net.ipv4.conf.all.route_localnet", "1")
+            && let Err(e) = self.nft.set_sysctl("net.ipv4.conf.all.route_localnet", "1")
         {
             warn!(error = %e, "cannot enable route_localnet; node ports on 127.0.0.1 will not answer");
         }

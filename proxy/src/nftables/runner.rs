@@ -16,7 +16,7 @@ pub trait Nft: Send + Sync {
     /// `nft list table FAMILY kommit`, or `None` when there is no such table.
     fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError>;
     /// Sets a sysctl such as `net.ipv4.conf.all.route_localnet`.
-    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError>;
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError>;
 }
 
 impl<N: Nft + ?Sized> Nft for &N {
@@ -26,8 +26,8 @@ impl<N: Nft + ?Sized> Nft for &N {
     fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
         (**self).list_table(family)
     }
-    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
-        (**self).sysctl(key, value)
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        (**self).set_sysctl(key, value)
     }
 }
 
@@ -92,7 +92,7 @@ impl Nft for SystemRunner {
         })
     }
 
-    fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         crate::iptables::Runner::sysctl(self, key, value)
     }
 }
