@@ -1,5 +1,5 @@
-//! The service proxy ("kube-proxy"): gives Services stable addresses, in iptables or
-//! userspace mode.
+//! The service proxy ("kube-proxy"): gives Services stable addresses, in iptables,
+//! nftables or userspace mode.
 //!
 //! # Model ([`model`], [`convert`])
 //! [`ProxyState`] holds the Services ([`Service`]: cluster IP, type, ports with node
@@ -29,6 +29,14 @@
 //! the seam for tests ([`iptables::SystemRunner`] runs the real binaries, optionally
 //! in a network namespace or with the legacy/nft variant).
 //!
+//! # nftables mode ([`nftables`])
+//! [`nftables::NftablesProxier`] keeps one table of its own (`ip kommit`): verdict maps
+//! keyed by cluster IP, protocol and port (and by node port) lead to one chain per
+//! Service port that picks an endpoint with `numgen`. Each sync is one `nft -f`
+//! transaction: full (the table replaced) or partial (only the changed chains and map
+//! elements). [`nftables::Nft`] is the seam for tests; [`iptables::SystemRunner`]
+//! implements it.
+//!
 //! # Userspace mode ([`userspace`])
 //! [`userspace::UserspaceProxy`] listens on a configured address, one port per Service
 //! port (its node port, or one the system picks: [`userspace::UserspaceProxy::addr`]),
@@ -40,7 +48,7 @@
 //! [`dns::ClusterZone`] and forwards other names to the host's resolvers.
 //!
 //! # Wiring ([`driver`])
-//! [`driver::run_iptables`] and [`driver::run_userspace`] take a
+//! [`driver::run_rules`] (iptables or nftables) and [`driver::run_userspace`] take a
 //! `tokio::sync::watch::Receiver<Arc<ProxyState>>`: publish the whole state on every
 //! change and the rules follow within `min_interval` (100 ms by default) plus the sync
 //! time; failed syncs are retried.
