@@ -21,9 +21,10 @@
 //! kommit_proxy::iptables::cleanup(&SystemRunner::new(), kommit_proxy::iptables::IpFamily::V4)?;
 //! # Ok::<(), kommit_proxy::iptables::SyncError>(())
 //! ```
-//! Chains are kube-proxy's with the prefix `KOMMIT-` (KOMMIT-SERVICES, KOMMIT-SVC-<hash>,
-//! KOMMIT-SEP-<hash>, KOMMIT-EXT-<hash>, KOMMIT-NODEPORTS, KOMMIT-POSTROUTING,
-//! KOMMIT-MARK-MASQ, ...), so they never collide with a real kube-proxy on the host.
+//! Chains are kube-proxy's with the prefix `KOMMIT-` (`KOMMIT-SERVICES`,
+//! `KOMMIT-SVC-<hash>`, `KOMMIT-SEP-<hash>`, `KOMMIT-EXT-<hash>`, `KOMMIT-NODEPORTS`,
+//! `KOMMIT-POSTROUTING`, `KOMMIT-MARK-MASQ`, ...), so they never collide with a real
+//! kube-proxy on the host.
 //! Each sync is one `iptables-restore --noflush`; see the [`iptables`] module for the
 //! consistency argument and full vs partial syncs. The [`iptables::Runner`] trait is
 //! the seam for tests ([`iptables::SystemRunner`] runs the real binaries, optionally
