@@ -107,8 +107,8 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     poll_ms: u64,
     /// How Services are proxied: auto is iptables when running as root with a working
-    /// iptables and no other kommit owning the rules, else userspace; nftables (root and
-    /// `nft`) syncs thousands of Services faster.
+    /// iptables and no other kommit owning the rules (nftables when only nft works), else
+    /// userspace; nftables (root and `nft`) syncs thousands of Services faster.
     #[arg(long, value_enum, default_value_t = proxy::ProxyMode::Auto)]
     proxy_mode: proxy::ProxyMode,
     /// The range Services' cluster IPs are allocated from (IPv4 CIDR). The default sits in

@@ -3,7 +3,8 @@
 //!
 //! Decisions:
 //! - `auto` picks iptables when kommit runs as root, `iptables-save` answers and no other
-//!   kommit owns the chains; userspace otherwise, and says why.
+//!   kommit owns the rules; nftables when iptables does not work but nft does; userspace
+//!   otherwise, and says why.
 //! - One kommit at a time owns the `KOMMIT-*` chains: an exclusive lock on
 //!   [`LOCK_PATH`] (released by the kernel when the process dies, so a killed kommit never
 //!   leaves it held). `--proxy-mode iptables` fails when it is taken.
@@ -44,16 +45,17 @@ const SLICES_PREFIX: &str = "/registry/endpointslices/";
 /// How Services are proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProxyMode {
-    /// iptables when root, iptables works and no other kommit owns the chains; else userspace.
+    /// iptables when root, iptables works and no other kommit owns the rules; nftables
+    /// when only nft works; else userspace.
     Auto,
     /// kube-proxy's iptables rules (needs root).
     Iptables,
-    /// One nftables table of kommit's own with verdict maps (needs root and `nft`):
+    /// one nftables table of kommit's own with verdict maps (needs root and `nft`):
     /// faster syncs than iptables with thousands of Services.
     Nftables,
-    /// An in-process TCP/UDP proxy on 127.0.0.1 (node ports only).
+    /// an in-process TCP/UDP proxy on 127.0.0.1 (node ports only).
     Userspace,
-    /// No proxy.
+    /// no proxy.
     None,
 }
 
@@ -152,6 +154,19 @@ pub async fn start(
         }
         ProxyMode::Auto => match iptables_ready(&runner) {
             Ok(lock) => (ProxyMode::Iptables, Some(lock)),
+            // A host with nft but without a working iptables.
+            Err(why) if why.starts_with("iptables does not work") => {
+                match nftables_ready(&runner) {
+                    Ok(lock) => {
+                        println!("proxy: {why}; using nftables");
+                        (ProxyMode::Nftables, Some(lock))
+                    }
+                    Err(also) => {
+                        println!("proxy: userspace mode ({why}; {also})");
+                        (ProxyMode::Userspace, None)
+                    }
+                }
+            }
             Err(why) => {
                 println!("proxy: userspace mode ({why})");
                 (ProxyMode::Userspace, None)
