@@ -312,3 +312,65 @@ fn nix_is_root() -> bool {
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false)
 }
+
+/// Whether a live process has `marker` in its command line.
+fn process_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+    })
+}
+
+/// A restarted agent may find a container "created" (no pid yet) while the previous
+/// agent's shim is starting it, and remove it: the process must not outlive that.
+#[tokio::test]
+async fn a_container_removed_while_its_shim_starts_it_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = unique("pr-race");
+    let starter = std::sync::Arc::new(runtime(&node, dir.path()));
+    let remover = runtime(&node, dir.path());
+    let sb = sandbox(&starter).await;
+    // The check below sees a started container's process.
+    let marker = unique("kommit-race-marker");
+    let script = format!("sleep 300; echo {marker}");
+    let id = starter
+        .create_container(&sb, &config("s", "host", &["/bin/sh", "-c", &script], &[]))
+        .await
+        .unwrap();
+    starter.start_container(&id).await.unwrap();
+    assert!(process_with(&marker));
+    remover.remove_container(&id).await.unwrap();
+    for round in 0..20 {
+        let marker = unique("kommit-race-marker");
+        // `sh` stays (a command follows sleep), so its command line keeps the marker.
+        let script = format!("sleep 300; echo {marker}");
+        let id = starter
+            .create_container(&sb, &config("s", "host", &["/bin/sh", "-c", &script], &[]))
+            .await
+            .unwrap();
+        let cdir = dir
+            .path()
+            .join("process")
+            .join(&node)
+            .join("containers")
+            .join(&id);
+        let rt = starter.clone();
+        let start_id = id.clone();
+        let start = tokio::spawn(async move { rt.start_container(&start_id).await });
+        // Remove as soon as the shim runs, before (or while) it records the pid.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cdir.join("shim.json").exists() {
+            assert!(std::time::Instant::now() < deadline, "the shim never ran");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        remover.remove_container(&id).await.unwrap();
+        let _ = start.await.unwrap();
+        assert!(!cdir.exists(), "round {round}: the container is removed");
+        wait_for(
+            Duration::from_secs(5),
+            "no process of the removed container",
+            || async { (!process_with(&marker)).then_some(()) },
+        )
+        .await;
+    }
+}

@@ -326,6 +326,11 @@ impl ProcessRuntime {
             if dir.join(PID).exists() || dir.join(EXIT).exists() {
                 return Ok(());
             }
+            if !dir.exists() {
+                return Err(RuntimeError::Start(
+                    "the container was removed while it was starting".into(),
+                ));
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(RuntimeError::Start(
                     "the container's supervisor did not start it within 10s".into(),
@@ -651,18 +656,45 @@ impl Runtime for ProcessRuntime {
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         Self::check_id(id)?;
         let dir = self.container_dir(id);
+        // A shim still starting the process (alive, no pid recorded yet; another agent
+        // started it a moment ago): let it record the pid so the process is killed too.
+        if !dir.join(PID).exists()
+            && read_json::<PidRecord>(&dir.join("shim.json")).is_some_and(|s| alive(&s))
+        {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline
+                && !dir.join(PID).exists()
+                && !dir.join(EXIT).exists()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         if let Some(pid) = read_json::<PidRecord>(&dir.join(PID))
             && alive(&pid)
         {
             signal_group(pid.pid, nix::sys::signal::Signal::SIGKILL);
+            // The shim records the exit; removing the directory under it would race.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline && !dir.join(EXIT).exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         if let Some(rec) = read_json::<ContainerRecord>(&dir.join(CONFIG)) {
             cgroup::remove(&rec.cgroups);
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("cannot remove", &dir, e)),
+        // A shim may still be writing a file (its last record) while the directory goes:
+        // try again a few times rather than leave it half removed.
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(io_err("cannot remove", &dir, e)),
+            }
         }
     }
 

@@ -83,30 +83,26 @@ pub fn shim_main(args: ShimArgs) -> i32 {
     };
     let pid = child.id() as i32;
     let started_at = Timestamp::now();
-    match process_start_ticks(pid) {
-        Some(start_ticks) => {
-            if let Err(e) = write_json(
-                &dir.join(PID),
-                &PidRecord {
-                    pid,
-                    start_ticks,
-                    started_at,
-                },
-            ) {
-                eprintln!("process-shim: cannot record the pid: {e}");
-            }
-        }
-        None => {
-            // Already gone (or a zombie): record a pid that can never match a live process.
-            let _ = write_json(
-                &dir.join(PID),
-                &PidRecord {
-                    pid,
-                    start_ticks: u64::MAX,
-                    started_at,
-                },
-            );
-        }
+    // Already gone (or a zombie): record a pid that can never match a live process.
+    let start_ticks = process_start_ticks(pid).unwrap_or(u64::MAX);
+    let recorded = write_json(
+        &dir.join(PID),
+        &PidRecord {
+            pid,
+            start_ticks,
+            started_at,
+        },
+    );
+    // The container was removed while we started it (an agent that found it "created"
+    // and cleaned it up): nobody could ever stop this process, so it must not run.
+    if recorded.is_err() || !dir.join(CONFIG).exists() {
+        eprintln!("process-shim: the container was removed while starting; stopping it");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        return 1;
     }
     let status = child.wait();
     let exit_code = match status {
