@@ -70,6 +70,18 @@ spec:
   ports:
   - port: 8080
     nodePort: 31080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-lb
+  namespace: svc
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports:
+  - port: 18080
+    targetPort: http
 "
     )
 }
@@ -168,13 +180,18 @@ fn kommit_rules(mode: &str) -> Vec<String> {
         .collect()
 }
 
+/// One kommit at a time owns the host's proxy rules: the two modes take turns.
+static HOST_RULES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn docker_pods_reach_services_by_cluster_ip_env_and_node_port() {
+    let _turn = HOST_RULES.lock().unwrap_or_else(|e| e.into_inner());
     docker_pods_reach_services("iptables");
 }
 
 #[test]
 fn docker_pods_reach_services_through_nftables() {
+    let _turn = HOST_RULES.lock().unwrap_or_else(|e| e.into_inner());
     docker_pods_reach_services("nftables");
 }
 
@@ -296,6 +313,15 @@ fn docker_pods_reach_services(mode: &str) {
     );
     let by_node_port = http_get("127.0.0.1:31080", "/hostname").unwrap();
     assert!(names.contains(&by_node_port), "{by_node_port:?}");
+    // The LoadBalancer's ingress is the node's address, and answers at the Service port
+    // there, as `kubectl get svc` shows it (EXTERNAL-IP:PORT).
+    let lb = service(&up, "web-lb");
+    let ingress = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("web-lb has an ingress IP: {lb}"))
+        .to_owned();
+    let by_lb = http_get(&format!("{ingress}:18080"), "/hostname").unwrap();
+    assert!(names.contains(&by_lb), "{by_lb:?}");
 
     // Scale down: the removed pods get no more requests.
     repo.write("app.yaml", &format!("{}{CLIENT}", web(1)));

@@ -130,6 +130,7 @@ fn service(i: u32) -> Service {
             port: 80,
             node_port: None,
         }],
+        external_ips: Vec::new(),
     }
 }
 

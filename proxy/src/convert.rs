@@ -146,11 +146,36 @@ pub fn service_from_k8s(svc: &core::Service) -> Result<Option<Service>, ConvertE
             node_port,
         });
     }
+    let mut external_ips = Vec::new();
+    for (i, value) in spec.external_ips.iter().flatten().enumerate() {
+        external_ips.push(ip(&ctx, &format!("spec.externalIPs[{i}]"), value)?);
+    }
+    if service_type == ServiceType::LoadBalancer {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for (i, entry) in ingress.into_iter().flatten().enumerate() {
+            // A hostname-only entry has nothing to program; `ipMode: Proxy` means the
+            // load balancer itself forwards to the node ports (as kube-proxy reads it).
+            if entry.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            if let Some(value) = entry.ip.as_deref() {
+                let addr = ip(&ctx, &format!("status.loadBalancer.ingress[{i}].ip"), value)?;
+                if !external_ips.contains(&addr) {
+                    external_ips.push(addr);
+                }
+            }
+        }
+    }
     Ok(Some(Service {
         name,
         cluster_ip,
         service_type,
         ports,
+        external_ips,
     }))
 }
 

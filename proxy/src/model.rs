@@ -133,6 +133,10 @@ pub struct Service {
     pub cluster_ip: IpAddr,
     pub service_type: ServiceType,
     pub ports: Vec<ServicePort>,
+    /// Addresses outside the cluster's range that reach the Service's ports too, as its
+    /// cluster IP does: `spec.externalIPs` and, for a LoadBalancer, the IPs of
+    /// `status.loadBalancer.ingress` (on a single machine, the node's own addresses).
+    pub external_ips: Vec<IpAddr>,
 }
 
 /// A ready endpoint of one Service port.

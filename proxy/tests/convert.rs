@@ -71,6 +71,10 @@ fn bad_services_name_object_and_field() {
             json!({"type": "NodePort", "clusterIP": "10.96.0.1", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81, "nodePort": -1}]}),
             "spec.ports[1].nodePort",
         ),
+        (
+            json!({"clusterIP": "10.96.0.1", "externalIPs": ["192.0.2.1", "nope"], "ports": [{"port": 80}]}),
+            "Service default/a: spec.externalIPs[1]: \"nope\" is not an IP address",
+        ),
     ];
     for (spec, want) in cases {
         let err =

@@ -44,6 +44,11 @@ fn full_sync_matches_golden_and_every_target_exists() {
     ));
     assert!(input.contains("-A KOMMIT-EXTERNAL-SERVICES -m comment --comment \"default/down has no endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30081 -j REJECT"));
     assert!(!input.contains("-d 10.96.0.12/32 --dport 80 -j KOMMIT-SVC"));
+    // External and load balancer IPs go through the Service's external chain (marked
+    // for masquerading), or are rejected without endpoints; `ipMode: Proxy` is skipped.
+    assert!(input.contains("-A KOMMIT-SERVICES -m comment --comment \"shop/front:https external IP\" -m tcp -p tcp -d 192.0.2.10/32 --dport 443 -j KOMMIT-EXT-"));
+    assert!(input.contains("-A KOMMIT-EXTERNAL-SERVICES -m comment --comment \"default/down has no endpoints\" -m tcp -p tcp -d 192.0.2.20/32 --dport 80 -j REJECT"));
+    assert!(!input.contains("192.0.2.11"));
     // Named ports map to their own target ports.
     assert!(input.contains("-j DNAT --to-destination 10.244.1.5:9100"));
     assert!(input.contains("-j DNAT --to-destination 10.244.2.5:8080"));

@@ -182,12 +182,18 @@ fn full_sync_matches_golden_and_every_reference_resolves() {
     assert!(!script.contains("10.244.9.9") && !script.contains("10.244.1.6"));
     assert!(!script.contains("default/headless") && !script.contains("default/external"));
     // Services without endpoints are rejected, not NATed.
-    assert!(script.contains("add element ip kommit no-endpoint-services { 10.96.0.14 . tcp . 80, 10.96.0.12 . tcp . 80 }"));
+    assert!(script.contains("add element ip kommit no-endpoint-services { 10.96.0.14 . tcp . 80, 192.0.2.20 . tcp . 80, 10.96.0.12 . tcp . 80 }"));
     assert!(script.contains("add element ip kommit no-endpoint-nodeports { tcp . 30081 }"));
     // Named ports map to their own target ports; UDP and TCP of one port are apart.
     assert!(script.contains("meta l4proto tcp dnat to 10.244.1.5:9100"));
     assert!(script.contains("meta l4proto udp numgen random mod 2 0 dnat to 10.244.1.10:53"));
     assert!(script.contains("10.96.0.53 . udp . 53 : goto svc-"));
+    // A LoadBalancer's ingress IP reaches it like its cluster IP (hostname-only and
+    // `ipMode: Proxy` entries have nothing to program).
+    assert!(script.contains(
+        "add element ip kommit service-external-ips { 192.0.2.10 . tcp . 443 : goto svc-6P6KOZJQ-shop/front/tcp/https }"
+    ));
+    assert!(!script.contains("192.0.2.11"));
     // LoadBalancer and NodePort Services answer on their node ports.
     assert!(script.contains("tcp . 30443 : goto svc-"));
     assert!(script.contains("-shop/front/tcp/https"));
@@ -243,6 +249,7 @@ fn partial_syncs_write_only_what_changed() {
             port: 80,
             node_port: Some(30300),
         }],
+        external_ips: Vec::new(),
     });
     set_endpoints(&mut state, "default", "new", "http", &[("10.244.3.1", 80)]);
     state.remove_service(&ServiceName::new("shop", "front"));
@@ -336,6 +343,7 @@ fn ipv6_has_its_own_table_and_ignores_ipv4_services() {
             port: 80,
             node_port: None,
         }],
+        external_ips: Vec::new(),
     });
     set_endpoints(&mut state, "default", "v6", "", &[("fd00:10:244::5", 8080)]);
     proxier.sync(&state).unwrap();

@@ -199,6 +199,7 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
             port: 80,
             node_port: None,
         }],
+        external_ips: Vec::new(),
     });
     set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
     let report = proxier.sync(&st).unwrap();

@@ -116,6 +116,7 @@ async fn scenario() {
                 node_port: None,
             },
         ],
+        external_ips: Vec::new(),
     });
     let mut all = eps("http", &[b[0].addr, b[1].addr, b[2].addr, dead]);
     all.extend(eps("dns", &[u1, u2]));

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! nat    PREROUTING, OUTPUT ─► KOMMIT-SERVICES ─(cluster IP:port)─► KOMMIT-SVC-<hash>
+//!                                 ├─(external or load balancer IP:port)─► KOMMIT-EXT-<hash>
 //!                                 └─(dst-type LOCAL, last rule)─► KOMMIT-NODEPORTS
 //!        KOMMIT-NODEPORTS ─(node port)─► KOMMIT-EXT-<hash> ─► KOMMIT-MARK-MASQ, KOMMIT-SVC-<hash>
 //!        KOMMIT-SVC-<hash> ─(statistic random 1/(n-i))─► KOMMIT-SEP-<hash> ─► DNAT endpoint
@@ -273,11 +274,23 @@ pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig, terse: bo
         .iter()
         .filter(|e| config.family.matches(e.ip))
         .collect();
+    let external: Vec<String> = view
+        .service
+        .external_ips
+        .iter()
+        .filter(|ip| config.family.matches(**ip))
+        .map(|ip| host_cidr(*ip))
+        .collect();
 
     if endpoints.is_empty() {
         out.filter_services.push(format!(
             "-A {SERVICES_CHAIN} -m comment --comment \"{spn} has no endpoints\" -m {p} -p {p} -d {cluster} --dport {port} -j REJECT"
         ));
+        for ext in &external {
+            out.filter_external.push(format!(
+                "-A {EXTERNAL_SERVICES_CHAIN} -m comment --comment \"{spn} has no endpoints\" -m {p} -p {p} -d {ext} --dport {port} -j REJECT"
+            ));
+        }
         if let Some(np) = node_port {
             out.filter_external.push(format!(
                 "-A {EXTERNAL_SERVICES_CHAIN} -m comment --comment \"{spn} has no endpoints\" -m addrtype --dst-type LOCAL -m {p} -p {p} --dport {np} -j REJECT"
@@ -300,11 +313,18 @@ pub fn port_rules(view: &ServicePortView<'_>, config: &IptablesConfig, terse: bo
         "-A {svc_chain} -m comment --comment \"{spn} cluster IP\" -m {p} -p {p} -d {cluster} --dport {port}{masq_source} -j {MARK_MASQ_CHAIN}"
     ));
 
-    if let Some(np) = node_port {
+    if node_port.is_some() || !external.is_empty() {
         let ext_chain = external_chain(&spn, proto);
-        out.nat_nodeports.push(format!(
-            "-A {NODEPORTS_CHAIN} -m comment --comment \"{spn}\" -m {p} -p {p} --dport {np} -j {ext_chain}"
-        ));
+        for ext in &external {
+            out.nat_services.push(format!(
+                "-A {SERVICES_CHAIN} -m comment --comment \"{spn} external IP\" -m {p} -p {p} -d {ext} --dport {port} -j {ext_chain}"
+            ));
+        }
+        if let Some(np) = node_port {
+            out.nat_nodeports.push(format!(
+                "-A {NODEPORTS_CHAIN} -m comment --comment \"{spn}\" -m {p} -p {p} --dport {np} -j {ext_chain}"
+            ));
+        }
         out.chains.push(Chain::new(
             Table::Nat,
             ext_chain.clone(),

@@ -30,8 +30,8 @@ use tracing::{debug, warn};
 
 pub use objects::{
     Element, HAIRPIN, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NftChain, PortObjects,
-    SERVICE_CHAIN_PREFIX, SERVICE_IPS, SERVICE_NODEPORTS, TABLE, family_name, hairpin_element,
-    port_objects, service_chain_name, static_block,
+    SERVICE_CHAIN_PREFIX, SERVICE_EXTERNAL_IPS, SERVICE_IPS, SERVICE_NODEPORTS, TABLE, family_name,
+    hairpin_element, port_objects, service_chain_name, static_block,
 };
 pub use runner::Nft;
 

@@ -5,6 +5,7 @@
 //! nat-prerouting, nat-output ─► services
 //!   services: mark cluster-IP traffic for masquerading (from outside the cluster CIDR)
 //!             ip daddr . l4proto . dport  vmap @service-ips       ─► svc-<hash>-<port name>
+//!             (external and load balancer IPs: marked) vmap @service-external-ips ─► svc-...
 //!             (local address) l4proto . dport  vmap @service-nodeports ─► svc-... (marked)
 //!   svc-<hash>-ns/name/proto/port: endpoint i of n with `numgen random mod (n-i) 0`,
 //!             the last one unconditionally: dnat to endpoint
@@ -32,9 +33,11 @@ pub const TABLE: &str = "kommit";
 
 /// Cluster IP, protocol and port to the Service port's chain.
 pub const SERVICE_IPS: &str = "service-ips";
+/// External and load balancer IP, protocol and port to the Service port's chain.
+pub const SERVICE_EXTERNAL_IPS: &str = "service-external-ips";
 /// Protocol and node port to the Service port's chain.
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
-/// Cluster IP, protocol and port of Service ports without endpoints.
+/// Cluster or external IP, protocol and port of Service ports without endpoints.
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 /// Protocol and node port of Service ports without endpoints.
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
@@ -154,13 +157,22 @@ pub fn port_objects(view: &ServicePortView<'_>, config: &NftablesConfig) -> Port
         .iter()
         .filter(|e| config.family.matches(e.ip))
         .collect();
+    let external_keys: Vec<String> = view
+        .service
+        .external_ips
+        .iter()
+        .filter(|ip| config.family.matches(**ip))
+        .map(|ip| format!("{ip} . {p} . {}", view.port.port))
+        .collect();
 
     if endpoints.is_empty() {
-        out.elements.push(Element {
-            set: NO_ENDPOINT_SERVICES,
-            key,
-            value: None,
-        });
+        for k in std::iter::once(key).chain(external_keys) {
+            out.elements.push(Element {
+                set: NO_ENDPOINT_SERVICES,
+                key: k,
+                value: None,
+            });
+        }
         if let Some(nk) = node_key {
             out.elements.push(Element {
                 set: NO_ENDPOINT_NODEPORTS,
@@ -191,6 +203,13 @@ pub fn port_objects(view: &ServicePortView<'_>, config: &NftablesConfig) -> Port
         key,
         value: Some(verdict.clone()),
     });
+    for k in external_keys {
+        out.elements.push(Element {
+            set: SERVICE_EXTERNAL_IPS,
+            key: k,
+            value: Some(verdict.clone()),
+        });
+    }
     if let Some(nk) = node_key {
         out.elements.push(Element {
             set: SERVICE_NODEPORTS,
@@ -229,6 +248,10 @@ pub fn static_block(config: &NftablesConfig) -> String {
     for (name, ty) in [
         (
             SERVICE_IPS,
+            format!("{addr} . inet_proto . inet_service : verdict"),
+        ),
+        (
+            SERVICE_EXTERNAL_IPS,
             format!("{addr} . inet_proto . inet_service : verdict"),
         ),
         (
@@ -279,6 +302,10 @@ pub fn static_block(config: &NftablesConfig) -> String {
                 "{masq_source}{fam} daddr . meta l4proto . th dport @{SERVICE_IPS} meta mark set meta mark | {mark} comment \"cluster IP traffic requiring SNAT\""
             ),
             format!("{fam} daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+            format!(
+                "{fam} daddr . meta l4proto . th dport @{SERVICE_EXTERNAL_IPS} meta mark set meta mark | {mark} comment \"external IP traffic requiring SNAT\""
+            ),
+            format!("{fam} daddr . meta l4proto . th dport vmap @{SERVICE_EXTERNAL_IPS}"),
             format!(
                 "fib daddr type local {local_only}meta l4proto . th dport @{SERVICE_NODEPORTS} meta mark set meta mark | {mark} comment \"node port traffic requiring SNAT\""
             ),

@@ -85,8 +85,8 @@ pub fn k8s_service(v: serde_json::Value) -> core::Service {
 }
 
 /// The golden set: ClusterIP with three endpoints, NodePort with two named ports whose
-/// target ports differ, a TCP+UDP DNS Service, a ClusterIP and a NodePort without
-/// endpoints, a LoadBalancer with four endpoints. Built from Kubernetes objects, so the
+/// target ports differ, a TCP+UDP DNS Service, a ClusterIP and a NodePort (with an
+/// external IP) without endpoints, a LoadBalancer with four endpoints and an ingress IP. Built from Kubernetes objects, so the
 /// conversion is part of what the golden file pins.
 pub fn golden_state() -> ProxyState {
     let services = [
@@ -103,9 +103,12 @@ pub fn golden_state() -> ProxyState {
         json!({"metadata": {"namespace": "default", "name": "empty"},
                "spec": {"clusterIP": "10.96.0.12", "ports": [{"port": 80}]}}),
         json!({"metadata": {"namespace": "default", "name": "down"},
-               "spec": {"type": "NodePort", "clusterIP": "10.96.0.14", "ports": [{"port": 80, "nodePort": 30081}]}}),
+               "spec": {"type": "NodePort", "clusterIP": "10.96.0.14", "externalIPs": ["192.0.2.20"],
+                        "ports": [{"port": 80, "nodePort": 30081}]}}),
         json!({"metadata": {"namespace": "shop", "name": "front"},
-               "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.13", "ports": [{"name": "https", "port": 443, "nodePort": 30443}]}}),
+               "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.13", "ports": [{"name": "https", "port": 443, "nodePort": 30443}]},
+               "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10", "ipMode": "VIP"}, {"hostname": "lb.example"},
+                                                       {"ip": "192.0.2.11", "ipMode": "Proxy"}]}}}),
         json!({"metadata": {"namespace": "default", "name": "headless"},
                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
         json!({"metadata": {"namespace": "default", "name": "external"},

@@ -252,6 +252,7 @@ pub fn state(endpoints: &[&str]) -> ProxyState {
             port: 80,
             node_port: Some(30080),
         }],
+        external_ips: Vec::new(),
     });
     state.upsert_service(Service {
         name: ServiceName::new("default", "empty"),
@@ -263,6 +264,7 @@ pub fn state(endpoints: &[&str]) -> ProxyState {
             port: 80,
             node_port: None,
         }],
+        external_ips: Vec::new(),
     });
     let eps: Vec<(&str, u16)> = endpoints.iter().map(|ip| (*ip, 8080)).collect();
     set_endpoints(&mut state, "default", "web", "", &eps);
