@@ -60,6 +60,7 @@ pub mod driver;
 pub mod iptables;
 pub mod model;
 pub mod nftables;
+mod port_cache;
 pub mod userspace;
 
 pub use model::{

@@ -42,7 +42,8 @@ pub use rules::{
 pub use runner::{Backend, Runner, RunnerError, SystemRunner};
 pub use save::{SavedRule, SavedTable, parse_save, rule_target, split_words};
 
-use crate::model::{ProxyState, ServiceName};
+use crate::model::ProxyState;
+use crate::port_cache::{Change, PortCache};
 
 /// The address family one proxier programs (iptables or ip6tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,14 +189,6 @@ pub struct CleanupReport {
     pub jumps_deleted: Vec<String>,
 }
 
-struct CachedService {
-    version: u64,
-    terse: bool,
-    ports: Vec<Arc<PortRules>>,
-    /// The sync that last saw this Service in the state.
-    seen: u64,
-}
-
 /// The iptables proxier. Call [`IptablesProxier::sync`] with the whole state whenever it
 /// changed (it works out what to write); it blocks while the commands run, so call it
 /// from a blocking thread in async code.
@@ -204,19 +197,12 @@ pub struct IptablesProxier<R: Runner> {
     config: IptablesConfig,
     /// Every Service's rules as the last sync generated them (and, unless it failed,
     /// wrote them).
-    cache: HashMap<ServiceName, CachedService>,
-    syncs: u64,
+    cache: PortCache<PortRules>,
     /// Digests of the static chains the last successful sync wrote, or `None`
     /// when the tables' content is unknown (start, after an error): the next sync is
     /// then full.
     written: Option<HashMap<(Table, String), u64>>,
     last_full: Option<Instant>,
-}
-
-/// How one Service's rules changed since the last sync.
-struct Change {
-    old: Vec<Arc<PortRules>>,
-    new: Vec<Arc<PortRules>>,
 }
 
 impl<R: Runner> IptablesProxier<R> {
@@ -225,8 +211,7 @@ impl<R: Runner> IptablesProxier<R> {
         Ok(Self {
             runner,
             config,
-            cache: HashMap::new(),
-            syncs: 0,
+            cache: PortCache::default(),
             written: None,
             last_full: None,
         })
@@ -471,58 +456,14 @@ impl<R: Runner> IptablesProxier<R> {
         &mut self,
         state: &ProxyState,
         report: &mut SyncReport,
-    ) -> (Vec<Arc<PortRules>>, Vec<Change>) {
-        self.syncs += 1;
-        let sync = self.syncs;
-        let mut ports = Vec::with_capacity(self.cache.len());
-        let mut changes = Vec::new();
+    ) -> (Vec<Arc<PortRules>>, Vec<Change<PortRules>>) {
         let terse = state.endpoint_count() > self.config.large_cluster_endpoints;
-        let mut seen = 0;
-        for view in state.service_views() {
-            seen += 1;
-            let cached = self.cache.get_mut(&view.service.name);
-            match cached {
-                Some(c) if c.version == view.version && c.terse == terse => {
-                    c.seen = sync;
-                    ports.extend(c.ports.iter().cloned());
-                }
-                cached => {
-                    let new: Vec<Arc<PortRules>> = view
-                        .ports()
-                        .map(|p| Arc::new(port_rules(&p, &self.config, terse)))
-                        .collect();
-                    report.ports_regenerated += new.len();
-                    ports.extend(new.iter().cloned());
-                    let fresh = CachedService {
-                        version: view.version,
-                        terse,
-                        ports: new.clone(),
-                        seen: sync,
-                    };
-                    let old = match cached {
-                        Some(c) => std::mem::replace(c, fresh).ports,
-                        None => {
-                            self.cache.insert(view.service.name.clone(), fresh);
-                            Vec::new()
-                        }
-                    };
-                    changes.push(Change { old, new });
-                }
-            }
-        }
-        if self.cache.len() > seen {
-            self.cache.retain(|_, c| {
-                if c.seen == sync {
-                    return true;
-                }
-                changes.push(Change {
-                    old: std::mem::take(&mut c.ports),
-                    new: Vec::new(),
-                });
-                false
-            });
-        }
-        (ports, changes)
+        let config = &self.config;
+        let update = self
+            .cache
+            .update(state, u64::from(terse), |p| port_rules(p, config, terse));
+        report.ports_regenerated += update.regenerated;
+        (update.ports, update.changes)
     }
 
     /// The lines that make each wanted jump exist exactly once in `table`, and remove

@@ -36,7 +36,8 @@ pub use objects::{
 pub use runner::Nft;
 
 use crate::iptables::{IpFamily, RunnerError, SystemRunner};
-use crate::model::{ProxyState, ServiceName};
+use crate::model::ProxyState;
+use crate::port_cache::{Change, PortCache};
 
 /// Elements per `add element` statement in a full sync.
 const ELEMENTS_PER_STATEMENT: usize = 1000;
@@ -134,22 +135,14 @@ impl SyncReport {
     }
 }
 
-struct CachedService {
-    version: u64,
-    ports: Vec<Arc<PortObjects>>,
-    /// The sync that last saw this Service in the state.
-    seen: u64,
-}
-
 /// The nftables proxier. Call [`NftablesProxier::sync`] with the whole state whenever it
 /// changed; it blocks while `nft` runs, so call it from a blocking thread in async code.
 pub struct NftablesProxier<N: Nft> {
     nft: N,
     config: NftablesConfig,
-    cache: HashMap<ServiceName, CachedService>,
+    cache: PortCache<PortObjects>,
     /// References to each endpoint address, for the hairpin set.
     hairpin: HashMap<IpAddr, usize>,
-    syncs: u64,
     /// Whether the kernel holds what the cache says (false at start and after an error).
     in_sync: bool,
     last_full: Option<Instant>,
@@ -161,9 +154,8 @@ impl<N: Nft> NftablesProxier<N> {
         Ok(Self {
             nft,
             config,
-            cache: HashMap::new(),
+            cache: PortCache::default(),
             hairpin: HashMap::new(),
-            syncs: 0,
             in_sync: false,
             last_full: None,
         })
@@ -278,7 +270,11 @@ impl<N: Nft> NftablesProxier<N> {
     }
 
     /// Only what the changed Services need: their chains and elements.
-    fn partial_script(&mut self, changes: &[Change], report: &mut SyncReport) -> String {
+    fn partial_script(
+        &mut self,
+        changes: &[Change<PortObjects>],
+        report: &mut SyncReport,
+    ) -> String {
         let fam = family_name(self.config.family);
         let mut chains = String::new();
         let mut deletes = Vec::new();
@@ -372,54 +368,11 @@ impl<N: Nft> NftablesProxier<N> {
         &mut self,
         state: &ProxyState,
         report: &mut SyncReport,
-    ) -> (Vec<Arc<PortObjects>>, Vec<Change>) {
-        self.syncs += 1;
-        let sync = self.syncs;
-        let mut ports = Vec::with_capacity(self.cache.len());
-        let mut changes = Vec::new();
-        let mut seen = 0;
-        for view in state.service_views() {
-            seen += 1;
-            match self.cache.get_mut(&view.service.name) {
-                Some(c) if c.version == view.version => {
-                    c.seen = sync;
-                    ports.extend(c.ports.iter().cloned());
-                }
-                cached => {
-                    let new: Vec<Arc<PortObjects>> = view
-                        .ports()
-                        .map(|p| Arc::new(port_objects(&p, &self.config)))
-                        .collect();
-                    report.ports_regenerated += new.len();
-                    ports.extend(new.iter().cloned());
-                    let fresh = CachedService {
-                        version: view.version,
-                        ports: new.clone(),
-                        seen: sync,
-                    };
-                    let old = match cached {
-                        Some(c) => std::mem::replace(c, fresh).ports,
-                        None => {
-                            self.cache.insert(view.service.name.clone(), fresh);
-                            Vec::new()
-                        }
-                    };
-                    changes.push(Change { old, new });
-                }
-            }
-        }
-        if self.cache.len() > seen {
-            self.cache.retain(|_, c| {
-                if c.seen == sync {
-                    return true;
-                }
-                changes.push(Change {
-                    old: std::mem::take(&mut c.ports),
-                    new: Vec::new(),
-                });
-                false
-            });
-        }
+    ) -> (Vec<Arc<PortObjects>>, Vec<Change<PortObjects>>) {
+        let config = &self.config;
+        let update = self.cache.update(state, 0, |p| port_objects(p, config));
+        report.ports_regenerated += update.regenerated;
+        let (ports, changes) = (update.ports, update.changes);
         for change in &changes {
             for ip in change.old.iter().flat_map(|p| &p.endpoint_ips) {
                 if let Some(n) = self.hairpin.get_mut(ip) {
@@ -435,12 +388,6 @@ impl<N: Nft> NftablesProxier<N> {
         }
         (ports, changes)
     }
-}
-
-/// How one Service's objects changed since the last sync.
-struct Change {
-    old: Vec<Arc<PortObjects>>,
-    new: Vec<Arc<PortObjects>>,
 }
 
 /// Deletes kommit's table of `family`; whether there was one. Safe to run when there is
