@@ -14,7 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::GitRepo;
-use up_support::{DockerCleanup, ProxyCleanup, Up, docker_containers, node_name};
+use up_support::{
+    DockerCleanup, ProxyCleanup, Up, docker_containers, node_name, wait_for_free_proxy_lock,
+};
 
 const T: Duration = Duration::from_secs(120);
 const FILES: [&str; 5] = [
@@ -137,6 +139,8 @@ fn dockercoins_mines_scales_and_survives_a_bad_hasher() {
     let _rules = ProxyCleanup;
     let repo = repo_with_example();
     let data = tempfile::tempdir().unwrap();
+    // Another kommit on this machine (another test run) may own the chains for a while.
+    wait_for_free_proxy_lock(T);
     let mut up = Up::start_with(
         repo.path(),
         data.path(),
@@ -177,6 +181,11 @@ fn dockercoins_mines_scales_and_survives_a_bad_hasher() {
     );
     let (ok, text) = fetch(&node, "worker", "http://nope/");
     assert!(!ok, "an unknown name does not resolve: {text}");
+
+    // rng answers what the worker asks for, by the worker's name for it.
+    up.wait_for("a pod fetches random bytes from rng by name", T, || {
+        fetch(&node, "worker", "http://rng/32").0
+    });
 
     // One worker mines: the rate becomes positive. The baseline is the highest rate seen
     // over a full window (10 s) of one worker.

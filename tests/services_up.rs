@@ -17,6 +17,7 @@ use std::time::Duration;
 use support::GitRepo;
 use up_support::{
     DockerCleanup, ProcessCleanup, ProxyCleanup, Up, docker_containers, free_port, node_name,
+    wait_for_free_proxy_lock,
 };
 
 const T: Duration = Duration::from_secs(120);
@@ -205,16 +206,7 @@ fn docker_pods_reach_services(mode: &str) {
     repo.commit("web and its Services");
 
     // Another kommit on this machine (another test run) may own the chains for a while.
-    let start = std::time::Instant::now();
-    while !Command::new("flock")
-        .args(["-n", "/run/kommit-proxy.lock", "true"])
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(start.elapsed() < T, "another kommit kept the proxy rules");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_free_proxy_lock(T);
     let mut up = Up::start_with(
         repo.path(),
         data.path(),

@@ -1,18 +1,27 @@
 //! Helpers for the `kommit up` end-to-end tests: start the real binary, read its output,
 //! read cluster state through `etcdctl`, list containers by kommit's labels.
+//!
+//! A failing wait (and any panic while an [`Up`] is alive) prints what a person would
+//! look at next: kommit's output, the logs of every container of the node (Docker
+//! runtime) and kommit's iptables nat rules, so a CI failure says why.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `kommit up`, its output collected line by line.
 pub struct Up {
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
     pub output: Arc<Mutex<Vec<String>>>,
     pub etcd: String,
+    /// The node whose containers' logs a failure shows (Docker runtime only).
+    docker_node: Option<String>,
+    /// Whether a failure already printed [`Up::diagnostics`].
+    diagnosed: AtomicBool,
 }
 
 static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
@@ -72,17 +81,51 @@ impl Up {
             });
         }
         Up {
-            child: Some(child),
+            child: Mutex::new(Some(child)),
             output,
             etcd,
+            docker_node: (runtime == "docker").then(|| node.to_string()),
+            diagnosed: AtomicBool::new(false),
         }
     }
 
+    /// What to read when a test fails: the logs of the node's containers (Docker runtime)
+    /// and kommit's iptables nat rules.
+    pub fn diagnostics(&self) -> String {
+        self.diagnosed.store(true, Ordering::Relaxed);
+        let mut out = String::new();
+        if let Some(node) = &self.docker_node {
+            out.push_str(&container_logs(node));
+        }
+        out.push_str(&kommit_nat_rules());
+        out
+    }
+
     pub fn text(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// How `kommit up` ended, when it did (a wait need not run out its time then).
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Fails the test with kommit's output and the diagnostics.
+    #[track_caller]
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "{what}; kommit up said:\n{}\n{}",
+            self.text(),
+            self.diagnostics()
+        )
     }
 
     /// Waits until a line contains `needle` (after skipping `after` lines).
+    #[track_caller]
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> usize {
         let start = Instant::now();
         loop {
@@ -95,31 +138,45 @@ impl Up {
             {
                 return i;
             }
-            assert!(
-                start.elapsed() < timeout,
-                "no line with {needle:?} within {timeout:?}; kommit up said:\n{}",
-                self.text()
-            );
+            if start.elapsed() >= timeout {
+                self.fail(format!("no line with {needle:?} within {timeout:?}"));
+            }
+            if let Some(status) = self.exited() {
+                // What it printed last may still be on its way.
+                std::thread::sleep(Duration::from_millis(200));
+                if !self.text().contains(needle) {
+                    self.fail(format!(
+                        "no line with {needle:?}: kommit up ended ({status})"
+                    ));
+                }
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Waits until `check` holds, failing with kommit's output.
+    /// Waits until `check` holds, failing with kommit's output and the diagnostics.
+    #[track_caller]
     pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
         let start = Instant::now();
         while !check() {
-            assert!(
-                start.elapsed() < timeout,
-                "{what}: not within {timeout:?}; kommit up said:\n{}",
-                self.text()
-            );
+            if start.elapsed() >= timeout {
+                self.fail(format!("{what}: not within {timeout:?}"));
+            }
+            if let Some(status) = self.exited() {
+                self.fail(format!("{what}: kommit up ended ({status})"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// SIGTERM and wait.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut c) = child {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
@@ -174,9 +231,18 @@ impl Up {
 }
 
 impl Drop for Up {
-    /// SIGTERM first, so kommit removes its proxy rules; SIGKILL after 10 s.
+    /// SIGTERM first, so kommit removes its proxy rules; SIGKILL after 10 s. When the test
+    /// is failing, the diagnostics come first (while the containers and rules still exist).
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if std::thread::panicking() && !self.diagnosed.load(Ordering::Relaxed) {
+            eprintln!("kommit up said:\n{}\n{}", self.text(), self.diagnostics());
+        }
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut c) = child {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
@@ -213,6 +279,134 @@ pub fn docker_containers(node: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once(' '))
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .collect()
+}
+
+/// Most lines of a container log a failure shows: its start and its end.
+const LOG_HEAD: usize = 40;
+const LOG_TAIL: usize = 80;
+
+/// `docker logs` (stdout and stderr, with timestamps) of every container of a node,
+/// exited ones included, under a header naming pod, container and state.
+pub fn container_logs(node: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label=kommit.dev/node={node}"),
+            "--filter",
+            "label=kommit.dev/kind=container",
+            "--format",
+            "{{.ID}}\t{{.Label \"kommit.dev/pod-name\"}}\t{{.Label \"kommit.dev/container-name\"}}\t{{.Status}}",
+        ])
+        .output();
+    let list = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            return format!(
+                "(docker ps failed: {})\n",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Err(e) => return format!("(cannot run docker: {e})\n"),
+    };
+    let mut text = String::new();
+    let mut containers: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
+    containers.sort_by(|a, b| a.get(1).cmp(&b.get(1)));
+    if containers.is_empty() {
+        text.push_str(&format!("(no containers of node {node})\n"));
+    }
+    for c in containers {
+        let [id, pod, container, status] = c[..] else {
+            continue;
+        };
+        text.push_str(&format!(
+            "==== docker logs: pod {pod}, container {container} ({status})\n"
+        ));
+        match Command::new("docker")
+            .args(["logs", "--timestamps", id])
+            .output()
+        {
+            Ok(o) => {
+                // Both streams, merged in time by their timestamps (RFC 3339, so
+                // they sort as text; the sort is stable within a stream).
+                let all = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                let mut lines: Vec<&str> = all.lines().collect();
+                lines.sort_by_key(|l| l.split_once(' ').map_or(*l, |(t, _)| t));
+                if lines.len() <= LOG_HEAD + LOG_TAIL {
+                    text.push_str(&lines.join("\n"));
+                } else {
+                    text.push_str(&lines[..LOG_HEAD].join("\n"));
+                    let skipped = lines.len() - LOG_HEAD - LOG_TAIL;
+                    text.push_str(&format!("\n... {skipped} lines ...\n"));
+                    text.push_str(&lines[lines.len() - LOG_TAIL..].join("\n"));
+                }
+                text.push('\n');
+            }
+            Err(e) => text.push_str(&format!("(cannot run docker logs: {e})\n")),
+        }
+    }
+    text
+}
+
+/// kommit's proxy rules: the nat table's KOMMIT lines (`iptables-save -t nat`) and the
+/// nftables table `ip kommit`.
+pub fn kommit_nat_rules() -> String {
+    let mut text = String::from("==== iptables -t nat, KOMMIT rules\n");
+    match Command::new("iptables-save").args(["-t", "nat"]).output() {
+        Ok(o) if o.status.success() => {
+            let rules: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("KOMMIT"))
+                .map(str::to_owned)
+                .collect();
+            if rules.is_empty() {
+                text.push_str("(none)\n");
+            }
+            for r in rules {
+                text.push_str(&r);
+                text.push('\n');
+            }
+        }
+        Ok(o) => text.push_str(&format!(
+            "(iptables-save failed: {})\n",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => text.push_str(&format!("(cannot run iptables-save: {e})\n")),
+    }
+    text.push_str("==== nft list table ip kommit\n");
+    match Command::new("nft")
+        .args(["list", "table", "ip", "kommit"])
+        .output()
+    {
+        Ok(o) if o.status.success() => text.push_str(&String::from_utf8_lossy(&o.stdout)),
+        Ok(_) => text.push_str("(none)\n"),
+        Err(e) => text.push_str(&format!("(cannot run nft: {e})\n")),
+    }
+    text
+}
+
+/// Waits until no other kommit on this machine (another test run) owns the proxy rules,
+/// so a test in `--proxy-mode iptables|nftables` is not refused.
+pub fn wait_for_free_proxy_lock(timeout: Duration) {
+    let start = Instant::now();
+    while !Command::new("flock")
+        .args(["-n", "/run/kommit-proxy.lock", "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < timeout,
+            "another kommit kept the proxy rules for {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Removes every container of a node (sandboxes included) when dropped.

@@ -267,3 +267,84 @@ async fn dockercoins_on_the_host_mines_and_reports_a_rate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// webui's `/json` as (hashes, rate).
+async fn tally(webui: u16) -> (u64, f64) {
+    let (_, json) = get(webui, "/json").await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    (v["hashes"].as_u64().unwrap(), v["rate"].as_f64().unwrap())
+}
+
+/// Polls webui until its total passes `above`; the last total.
+async fn hashes_pass(webui: u16, above: u64, within: Duration) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        let (hashes, _) = tally(webui).await;
+        if hashes > above || start.elapsed() > within {
+            return hashes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A worker that starts before its Services, and sees them go away and come back, keeps
+/// trying: it says why on stderr and mines again once they answer.
+#[tokio::test]
+async fn a_worker_outlives_its_services_going_and_coming_back() {
+    let (rng, hasher, webui) = (port(), port(), port());
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _k = Kill(
+        Command::new(BIN)
+            .args(["worker", "--rng", &url(rng), "--hasher", &url(hasher)])
+            .args([
+                "--webui",
+                &url(webui),
+                "--report-every",
+                "0.2",
+                "--timeout",
+                "1",
+            ])
+            .env("POD_NAME", "worker")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let started =
+        |what: &str, port: u16| spawn(&[what, "--port", &port.to_string(), "--delay-ms", "0"]);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains(&format!("GET {}/32", url(rng)))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no complaint about rng"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The Services come up: mining starts.
+    let mut r = started("rng", rng);
+    let _h = started("hasher", hasher);
+    let mut w = spawn(&["webui", "--port", &webui.to_string()]);
+    let mined = hashes_pass(webui, 0, Duration::from_secs(20)).await;
+    assert!(mined > 0, "nothing mined once the Services answered");
+
+    // rng and webui go away (their connections with them) and come back on the same
+    // ports: the worker mines and reports again.
+    drop((r, w));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r = started("rng", rng);
+    w = spawn(&["webui", "--port", &webui.to_string()]);
+    let again = hashes_pass(webui, 0, Duration::from_secs(20)).await;
+    assert!(again > 0, "the worker did not come back to the new webui");
+    assert!(tally(webui).await.1 > 0.0);
+    let complaints = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        complaints.contains(&format!("POST {}/report", url(webui))),
+        "{complaints}"
+    );
+    drop((r, w));
+}
