@@ -5,7 +5,9 @@
 //! whenever a Service or its endpoints change; the driver coalesces bursts (at most one
 //! sync per `min_interval`), syncs in a blocking thread, retries a failed sync after
 //! `retry`, and syncs at least every `resync` even without changes (the proxier turns
-//! that into a full sync once its `full_sync_period` has passed).
+//! that into a full sync once its `full_sync_period` has passed). Before such a resync it
+//! checks a canary chain: rules removed behind kommit's back (a firewall reload, `nft
+//! flush ruleset`) are written again within one resync period, not at the next full one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +41,22 @@ impl Default for DriverTiming {
     }
 }
 
-/// Waits for the next change, or the resync period; `false` when the sender is gone.
-async fn next(rx: &mut watch::Receiver<Arc<ProxyState>>, wait: Duration) -> bool {
+/// Why the driver wakes up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    Changed,
+    /// The resync period passed without a change.
+    Resync,
+    /// The sender is gone.
+    Closed,
+}
+
+/// Waits for the next change, or the resync period.
+async fn next(rx: &mut watch::Receiver<Arc<ProxyState>>, wait: Duration) -> Wake {
     match tokio::time::timeout(wait, rx.changed()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => true,
+        Ok(Ok(())) => Wake::Changed,
+        Ok(Err(_)) => Wake::Closed,
+        Err(_) => Wake::Resync,
     }
 }
 
@@ -54,10 +66,17 @@ pub trait RuleProxier: Send + 'static {
     const MODE: &'static str;
     /// Brings the rules to `state`; a one-line summary when something was written.
     fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String>;
+    /// Whether the rules are still in the kernel (a cheap canary check); when not, the
+    /// next sync is a full one.
+    fn rules_intact(&mut self) -> Result<bool, String>;
 }
 
 impl<R: Runner + 'static> RuleProxier for IptablesProxier<R> {
     const MODE: &'static str = "iptables";
+
+    fn rules_intact(&mut self) -> Result<bool, String> {
+        IptablesProxier::rules_intact(self).map_err(|e| e.to_string())
+    }
 
     fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String> {
         let report = self.sync(state).map_err(|e| e.to_string())?;
@@ -77,6 +96,10 @@ impl<R: Runner + 'static> RuleProxier for IptablesProxier<R> {
 
 impl<N: Nft + 'static> RuleProxier for NftablesProxier<N> {
     const MODE: &'static str = "nftables";
+
+    fn rules_intact(&mut self) -> Result<bool, String> {
+        NftablesProxier::rules_intact(self).map_err(|e| e.to_string())
+    }
 
     fn sync_rules(&mut self, state: &ProxyState) -> Result<Option<String>, String> {
         let report = self.sync(state).map_err(|e| e.to_string())?;
@@ -101,9 +124,21 @@ pub async fn run_rules<P: RuleProxier>(
     mut rx: watch::Receiver<Arc<ProxyState>>,
     timing: DriverTiming,
 ) -> P {
+    let mut verify = false;
     loop {
         let state = rx.borrow_and_update().clone();
         let (back, result) = match tokio::task::spawn_blocking(move || {
+            // On a resync without changes, check first that the rules are still there.
+            if verify {
+                match proxier.rules_intact() {
+                    Ok(true) => {}
+                    Ok(false) => warn!(
+                        mode = P::MODE,
+                        "kommit's rules were removed behind its back; writing them again"
+                    ),
+                    Err(e) => warn!(mode = P::MODE, error = %e, "cannot check the rules"),
+                }
+            }
             let result = proxier.sync_rules(&state);
             (proxier, result)
         })
@@ -126,8 +161,9 @@ pub async fn run_rules<P: RuleProxier>(
             }
         };
         tokio::time::sleep(timing.min_interval).await;
-        if !next(&mut rx, wait.saturating_sub(timing.min_interval)).await {
-            return proxier;
+        match next(&mut rx, wait.saturating_sub(timing.min_interval)).await {
+            Wake::Closed => return proxier,
+            wake => verify = wake == Wake::Resync,
         }
     }
 }
@@ -157,7 +193,7 @@ pub async fn run_userspace(
             }
         };
         tokio::time::sleep(timing.min_interval).await;
-        if !next(&mut rx, wait.saturating_sub(timing.min_interval)).await {
+        if next(&mut rx, wait.saturating_sub(timing.min_interval)).await == Wake::Closed {
             return;
         }
     }

@@ -387,3 +387,49 @@ async fn the_driver_brings_changes_to_the_rules_within_a_second() {
     drop(tx);
     task.await.unwrap();
 }
+
+/// On a resync without changes the driver checks the canary chains: gone (a flushed
+/// table), the rules are written again in full; there, nothing is written.
+#[tokio::test]
+async fn a_resync_rewrites_rules_removed_behind_our_back() {
+    use kommit_proxy::driver::{DriverTiming, run_iptables};
+    use std::sync::Arc;
+    let runner = Arc::new(FakeRunner::default());
+    let proxier = IptablesProxier::new(runner.clone(), config()).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(golden_state()));
+    let timing = DriverTiming {
+        min_interval: Duration::from_millis(10),
+        retry: Duration::from_millis(100),
+        resync: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(run_iptables(proxier, rx, timing));
+    let restores_within = |n: usize, limit: Duration| {
+        let runner = runner.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while runner.restores() < n && start.elapsed() < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            runner.restores() >= n
+        }
+    };
+    assert!(restores_within(1, Duration::from_secs(2)).await);
+    // The fake's tables hold none of kommit's chains: the canary is gone, so the resync
+    // is a full sync.
+    assert!(restores_within(2, Duration::from_secs(2)).await);
+    assert!(runner.last_input().unwrap().contains("-I PREROUTING"));
+    // With the canary chains there, resyncs write nothing.
+    runner.saves.lock().unwrap().insert(
+        "nat".into(),
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KOMMIT-MARK-MASQ - [0:0]\nCOMMIT\n".into(),
+    );
+    runner.saves.lock().unwrap().insert(
+        "filter".into(),
+        "*filter\n:INPUT ACCEPT [0:0]\n:KOMMIT-FORWARD - [0:0]\nCOMMIT\n".into(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = runner.restores();
+    assert!(!restores_within(settled + 1, Duration::from_millis(700)).await);
+    drop(tx);
+    task.await.unwrap();
+}

@@ -320,3 +320,31 @@ fn a_failed_or_cut_short_restore_leaves_the_old_rules_intact() {
     seen.dedup();
     assert_eq!(seen, ["backend-1", "backend-2", "backend-3"]);
 }
+
+/// Rules removed behind kommit's back (a firewall reload flushing the nat table) are
+/// seen by the canary check and written again by the next sync.
+#[test]
+fn a_flushed_table_is_noticed_and_written_again() {
+    let c = setup();
+    let runner = SystemRunner::in_netns(&c.node.name);
+    let mut proxier = IptablesProxier::new(&runner, config()).unwrap();
+    let st = state(&["10.244.2.11", "10.244.2.12"]);
+    proxier.sync(&st).unwrap();
+    assert!(proxier.rules_intact().unwrap());
+    let cluster_ip: SocketAddr = CLUSTER_IP.parse().unwrap();
+    assert!(requests(&c.node, cluster_ip, 1)[0].is_ok());
+
+    c.node.exec(&["iptables", "-t", "nat", "-F"]);
+    c.node.exec(&["iptables", "-t", "nat", "-X"]);
+    assert!(requests(&c.node, cluster_ip, 1)[0].is_err());
+    assert!(!proxier.rules_intact().unwrap());
+    assert!(proxier.sync(&st).unwrap().full);
+    assert!(proxier.rules_intact().unwrap());
+    assert_eq!(
+        tally(&requests(&c.node, cluster_ip, 10))
+            .values()
+            .sum::<usize>(),
+        10
+    );
+    cleanup(&runner, kommit_proxy::iptables::IpFamily::V4).unwrap();
+}

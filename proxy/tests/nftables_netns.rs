@@ -311,3 +311,30 @@ fn the_golden_scripts_apply_for_real() {
     assert!(listed.contains("default/new/tcp/http"), "{listed}");
     assert!(!listed.contains("shop/front"), "{listed}");
 }
+
+/// Rules removed behind kommit's back (a firewall reload flushing the ruleset) are seen
+/// by the canary check and written again by the next sync.
+#[test]
+fn a_flushed_ruleset_is_noticed_and_written_again() {
+    let c = setup();
+    let system = SystemRunner::in_netns(&c.node.name);
+    let mut proxier = NftablesProxier::new(&system, config()).unwrap();
+    let st = state(&["10.244.2.11", "10.244.2.12"]);
+    proxier.sync(&st).unwrap();
+    assert!(proxier.rules_intact().unwrap());
+    let cluster_ip: SocketAddr = CLUSTER_IP.parse().unwrap();
+    assert!(requests(&c.node, cluster_ip, 1)[0].is_ok());
+
+    c.node.exec(&["nft", "flush", "ruleset"]);
+    assert!(requests(&c.node, cluster_ip, 1)[0].is_err());
+    assert!(!proxier.rules_intact().unwrap());
+    assert!(proxier.sync(&st).unwrap().full);
+    assert!(proxier.rules_intact().unwrap());
+    assert_eq!(
+        tally(&requests(&c.node, cluster_ip, 10))
+            .values()
+            .sum::<usize>(),
+        10
+    );
+    cleanup(&system, IpFamily::V4).unwrap();
+}

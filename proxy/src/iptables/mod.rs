@@ -432,6 +432,33 @@ impl<R: Runner> IptablesProxier<R> {
         Ok(report)
     }
 
+    /// Whether the rules the last sync wrote are still there, as far as two canary chains
+    /// tell (`KOMMIT-MARK-MASQ` in nat, `KOMMIT-FORWARD` in filter): something else may
+    /// have flushed the tables (a firewall reload). When they are gone the next sync is a
+    /// full one. Cheap: lists two one-rule chains.
+    pub fn rules_intact(&mut self) -> Result<bool, SyncError> {
+        if self.written.is_none() {
+            return Ok(true);
+        }
+        for (table, chain) in [
+            (Table::Nat, MARK_MASQ_CHAIN),
+            (Table::Filter, FORWARD_CHAIN),
+        ] {
+            let exists = self
+                .runner
+                .chain_exists(self.config.family, table.name(), chain)
+                .map_err(|source| SyncError::Save {
+                    table: table.name(),
+                    source,
+                })?;
+            if !exists {
+                self.written = None;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Removes every kommit chain and every jump into one (see [`cleanup`]); the next
     /// sync is a full one.
     pub fn cleanup(&mut self) -> Result<CleanupReport, SyncError> {

@@ -16,6 +16,16 @@ pub trait Runner: Send + Sync {
     fn restore(&self, family: IpFamily, input: &[u8]) -> Result<(), RunnerError>;
     /// Sets a sysctl such as `net.ipv4.conf.all.route_localnet`.
     fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError>;
+    /// Whether `chain` exists in `table` (by default from a save of the table).
+    fn chain_exists(
+        &self,
+        family: IpFamily,
+        table: &str,
+        chain: &str,
+    ) -> Result<bool, RunnerError> {
+        let saved = super::parse_save(&self.save(family, table)?);
+        Ok(saved.chains.iter().any(|c| c == chain))
+    }
 }
 
 impl<R: Runner + ?Sized> Runner for &R {
@@ -28,6 +38,14 @@ impl<R: Runner + ?Sized> Runner for &R {
     fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         (**self).sysctl(key, value)
     }
+    fn chain_exists(
+        &self,
+        family: IpFamily,
+        table: &str,
+        chain: &str,
+    ) -> Result<bool, RunnerError> {
+        (**self).chain_exists(family, table, chain)
+    }
 }
 
 impl<R: Runner + ?Sized> Runner for std::sync::Arc<R> {
@@ -39,6 +57,14 @@ impl<R: Runner + ?Sized> Runner for std::sync::Arc<R> {
     }
     fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         (**self).sysctl(key, value)
+    }
+    fn chain_exists(
+        &self,
+        family: IpFamily,
+        table: &str,
+        chain: &str,
+    ) -> Result<bool, RunnerError> {
+        (**self).chain_exists(family, table, chain)
     }
 }
 
@@ -210,6 +236,49 @@ impl Runner for SystemRunner {
             return Err(failed(&program, &out));
         }
         Ok(())
+    }
+
+    /// `iptables -t TABLE -S CHAIN`: lists one chain, not the whole table.
+    fn chain_exists(
+        &self,
+        family: IpFamily,
+        table: &str,
+        chain: &str,
+    ) -> Result<bool, RunnerError> {
+        let program = match (self.backend, family) {
+            (Backend::Installed, IpFamily::V4) => "iptables",
+            (Backend::Installed, IpFamily::V6) => "ip6tables",
+            (Backend::Legacy, IpFamily::V4) => "iptables-legacy",
+            (Backend::Legacy, IpFamily::V6) => "ip6tables-legacy",
+            (Backend::Nft, IpFamily::V4) => "iptables-nft",
+            (Backend::Nft, IpFamily::V6) => "ip6tables-nft",
+        };
+        let out = self
+            .command(program)
+            .args([
+                "-w",
+                &self.lock_wait_secs.to_string(),
+                "-t",
+                table,
+                "-S",
+                chain,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RunnerError::Spawn {
+                program: program.to_owned(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // iptables-legacy: "No chain/target/match by that name"; iptables-nft 1.8.9 says
+        // a missing chain is "incompatible".
+        if stderr.contains("No chain") || stderr.contains("incompatible") {
+            return Ok(false);
+        }
+        Err(failed(program, &out))
     }
 
     fn sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {

@@ -221,6 +221,23 @@ impl<N: Nft> NftablesProxier<N> {
         Ok(report)
     }
 
+    /// Whether the table the last sync wrote is still there, as far as a canary chain
+    /// (`nat-postrouting`) tells: something else may have flushed the ruleset (`nft flush
+    /// ruleset`, a firewall reload). When it is gone the next sync is a full one.
+    pub fn rules_intact(&mut self) -> Result<bool, SyncError> {
+        if !self.in_sync {
+            return Ok(true);
+        }
+        let exists = self
+            .nft
+            .chain_exists(self.config.family, "nat-postrouting")
+            .map_err(SyncError::List)?;
+        if !exists {
+            self.in_sync = false;
+        }
+        Ok(exists)
+    }
+
     /// Deletes kommit's table (see [`cleanup`]); the next sync is a full one.
     pub fn cleanup(&mut self) -> Result<bool, SyncError> {
         self.in_sync = false;

@@ -17,6 +17,12 @@ pub trait Nft: Send + Sync {
     fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError>;
     /// Sets a sysctl such as `net.ipv4.conf.all.route_localnet`.
     fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError>;
+    /// Whether kommit's table has `chain` (by default from a listing of the table).
+    fn chain_exists(&self, family: IpFamily, chain: &str) -> Result<bool, RunnerError> {
+        Ok(self
+            .list_table(family)?
+            .is_some_and(|t| t.contains(&format!("\tchain {chain} {{"))))
+    }
 }
 
 impl<N: Nft + ?Sized> Nft for &N {
@@ -28,6 +34,9 @@ impl<N: Nft + ?Sized> Nft for &N {
     }
     fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         (**self).set_sysctl(key, value)
+    }
+    fn chain_exists(&self, family: IpFamily, chain: &str) -> Result<bool, RunnerError> {
+        (**self).chain_exists(family, chain)
     }
 }
 
@@ -94,5 +103,30 @@ impl Nft for SystemRunner {
 
     fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
         crate::iptables::Runner::sysctl(self, key, value)
+    }
+
+    /// `nft list chain FAMILY kommit CHAIN`: one chain, not the whole table.
+    fn chain_exists(&self, family: IpFamily, chain: &str) -> Result<bool, RunnerError> {
+        let out = self
+            .command("nft")
+            .args(["list", "chain", family_name(family), TABLE, chain])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RunnerError::Spawn {
+                program: "nft".into(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No such file or directory") {
+            return Ok(false);
+        }
+        Err(RunnerError::Failed {
+            program: "nft".into(),
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        })
     }
 }
