@@ -46,6 +46,7 @@ pub mod discovery;
 mod handler;
 mod kubeconfig;
 pub mod objects;
+pub mod openapi;
 pub mod pki;
 pub mod select;
 mod serve;
