@@ -362,7 +362,7 @@ const OPENAPI_V2_PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spe
 /// to send anything when the document cannot be downloaded ("failed to download
 /// openapi"). With a document that names no kind, it skips validation, sends the
 /// request, and the user reads the server's answer: the refusal pointing to Git.
-/// `kubectl explain` finds no schema in it and fails.
+/// `kubectl explain` reads OpenAPI v3 ([`openapi`]), not this document.
 fn empty_openapi_v2(accept: &str) -> Response {
     let title = "kommit (no schemas are served)";
     let version = concat!("v1.33.0-kommit.", env!("CARGO_PKG_VERSION"));

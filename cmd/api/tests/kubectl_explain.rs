@@ -67,6 +67,22 @@ async fn kubectl_explains_every_served_kind() {
     }
     assert!(n >= 20, "{resources}");
 
+    // With schemas served, `kubectl apply` (client-side validation on) still sends the
+    // write and shows the server's refusal.
+    c.repo.write(
+        "extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: hello\ndata:\n  a: b\n",
+    );
+    let err = c.kubectl_err(&[
+        "apply",
+        "-f",
+        &c.repo.path().join("extra.yaml").display().to_string(),
+    ]);
+    assert!(
+        err.contains("MethodNotAllowed") && err.contains("lives in Git"),
+        "{err}"
+    );
+
     let err = c.kubectl_err(&["explain", "pods.spec.nope"]);
     assert!(err.contains("field \"nope\" does not exist"), "{err}");
 }
