@@ -524,8 +524,8 @@ spec:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  namespace: shop\ndata:\n  a: b\n",
     )
     .unwrap();
-    // (kubectl validates against the OpenAPI document, which defines nothing: it sends
-    // the request and shows the server's answer.)
+    // (kubectl validates against the OpenAPI v2 document, which defines nothing: it
+    // sends the request and shows the server's answer.)
     let err = k.err(&["apply", "-f", other.to_str().unwrap()]);
     assert!(
         err.contains("read-only") && err.contains("lives in Git") && err.contains("branch main"),
@@ -542,6 +542,38 @@ spec:
 
     let err = k.err(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"]);
     assert!(err.contains("lives in Git"), "{err}");
+
+    // explain: the schemas and field descriptions of OpenAPI v3, as from kube-apiserver.
+    let out = k.ok(&["explain", "pods"]);
+    assert!(
+        out.starts_with("KIND:       Pod\nVERSION:    v1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("spec\t<PodSpec>")
+            && out.contains("Specification of the desired behavior of the pod."),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(
+        out.contains("GROUP:      apps\nKIND:       Deployment\n")
+            && out.contains("FIELD: replicas <integer>")
+            && out.contains("Number of desired pods."),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "svc", "--recursive"]);
+    assert!(
+        out.contains("KIND:       Service")
+            && out.contains("  spec\t<ServiceSpec>\n")
+            && out.contains("    ports\t<[]ServicePort>\n")
+            && out.contains("      targetPort\t<IntOrString>\n"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "commits.status.state"]);
+    assert!(
+        out.contains("GROUP:      kommit.dev") && out.contains("Converged"),
+        "{out}"
+    );
 
     // Strangers: a wrong token (kubectl), no token at all (curl: kubectl would prompt
     // for a user name).

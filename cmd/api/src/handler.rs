@@ -16,6 +16,7 @@ use crate::ApiState;
 use crate::auth::Tokens;
 use crate::discovery::{self, AGGREGATED_CONTENT_TYPE, Resource};
 use crate::objects;
+use crate::openapi;
 use crate::select::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::table::{self, Include};
@@ -203,7 +204,7 @@ async fn dispatch(
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
-    _headers: &HeaderMap,
+    headers: &HeaderMap,
     accept: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -215,10 +216,22 @@ async fn dispatch(
         ["openapi", "v2"] | ["swagger.json"] if reading => {
             return Ok(empty_openapi_v2(accept));
         }
+        ["openapi", "v3"] if reading => {
+            return openapi_v3(openapi::index(), None, query, headers, accept);
+        }
+        ["openapi", "v3", rest @ ..] if reading => {
+            let path = rest.join("/");
+            let doc = openapi::group_version(&path).ok_or_else(|| {
+                ApiError::no_such_path(format!(
+                    "no OpenAPI v3 document for {path:?}: GET /openapi/v3 lists the served group-versions"
+                ))
+            })?;
+            return openapi_v3(doc.body.clone(), Some(&doc.hash), query, headers, accept);
+        }
         ["openapi", ..] | ["swagger.json"] | ["swaggerapi", ..] => {
-            return Err(ApiError::no_such_path(
-                "kommit does not serve OpenAPI schemas (/openapi/v2, /openapi/v3): `kubectl explain` is not available; see https://kubernetes.io/docs/reference/kubernetes-api/ for the object schemas",
-            ));
+            return Err(ApiError::no_such_path(format!(
+                "the server could not find the requested resource ({method} {path}): OpenAPI v3 is at /openapi/v3"
+            )));
         }
         _ => {}
     }
@@ -349,7 +362,7 @@ const OPENAPI_V2_PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spe
 /// to send anything when the document cannot be downloaded ("failed to download
 /// openapi"). With a document that names no kind, it skips validation, sends the
 /// request, and the user reads the server's answer: the refusal pointing to Git.
-/// `kubectl explain` finds no schema in it and fails.
+/// `kubectl explain` reads OpenAPI v3 ([`openapi`]), not this document.
 fn empty_openapi_v2(accept: &str) -> Response {
     let title = "kommit (no schemas are served)";
     let version = concat!("v1.33.0-kommit.", env!("CARGO_PKG_VERSION"));
@@ -388,6 +401,58 @@ fn empty_openapi_v2(accept: &str) -> Response {
         }),
         "application/json",
     )
+}
+
+/// An OpenAPI v3 answer (`/openapi/v3` or one group-version document), as
+/// kube-apiserver gives it: JSON only (a client that accepts only protobuf gets 406),
+/// `ETag` with the document's hash, and `Cache-Control: public, immutable` when the
+/// request names the current hash (`?hash=`), as the URLs of `/openapi/v3` do.
+fn openapi_v3(
+    body: bytes::Bytes,
+    hash: Option<&str>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let json_ok = accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or_default().trim();
+        matches!(media, "application/json" | "application/*" | "*/*" | "")
+    });
+    if !json_ok {
+        return Err(ApiError::not_acceptable(format!(
+            "OpenAPI v3 is served as application/json only, not {accept:?}"
+        )));
+    }
+    let etag = hash.map(|h| format!("\"{h}\""));
+    let matched = etag.as_deref().is_some_and(|etag| {
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h.split(',').any(|t| t.trim() == etag))
+    });
+    let mut r = if matched {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, body).into_response()
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let immutable = hash.is_some() && query.get("hash").map(String::as_str) == hash;
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable {
+            "public, immutable"
+        } else {
+            "no-cache, private"
+        }),
+    );
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, etag);
+    }
+    Ok(r)
 }
 
 /// Selectors of a request.

@@ -37,15 +37,19 @@
 //!   compacted resourceVersion. [`active_watches`] counts running watch tasks.
 //! - `pods/log` through the [`LogSource`] (`limitBytes` applied here; `sinceSeconds`,
 //!   `sinceTime` and `timestamps` ignored).
-//! - No OpenAPI schemas: `/openapi/v3` answers 404 with a message saying so; `/openapi/v2`
-//!   is a valid document without definitions (JSON or kubectl's protobuf), so that
-//!   `kubectl apply` skips client-side validation and shows the server's refusal.
+//! - OpenAPI v3 ([`openapi`]), as kube-apiserver serves it, so that `kubectl explain`
+//!   works: `/openapi/v3` lists the served group-versions, `/openapi/v3/api/v1` and
+//!   `/openapi/v3/apis/G/V` are OpenAPI 3.0 documents with every schema reachable from
+//!   the served kinds (Kubernetes' from k8s-openapi, kommit's `Commit` written here).
+//!   `/openapi/v2` is a valid document without definitions (JSON or kubectl's protobuf),
+//!   so that `kubectl apply` skips client-side validation and shows the server's refusal.
 
 pub mod auth;
 pub mod discovery;
 mod handler;
 mod kubeconfig;
 pub mod objects;
+pub mod openapi;
 pub mod pki;
 pub mod select;
 mod serve;

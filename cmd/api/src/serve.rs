@@ -120,6 +120,9 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        // The OpenAPI documents take a moment to build: build them now, off the
+        // request path, rather than at the first `kubectl explain`.
+        drop(tokio::task::spawn_blocking(crate::openapi::index));
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,

@@ -239,20 +239,178 @@ async fn bad_requests_get_status_errors() {
     let (st, _, v) = get(&s, "/api/v1/namespaces/a/pods/nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["message"], "pods \"nope\" not found");
-    // OpenAPI v2 is a document without schemas; v3 is not served, clearly.
+    // OpenAPI v2 is a document without schemas (v3 has them).
     let (st, _, v) = get(&s, "/openapi/v2").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["swagger"], "2.0");
     assert_eq!(v["definitions"], serde_json::json!({}));
-    let (st, _, v) = get(&s, "/openapi/v3").await;
+}
+
+/// GET with headers, answering the response headers too.
+async fn get_with(
+    state: &ApiState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let app = kommit_api::app(state.clone(), Tokens::from_plain([(TOKEN, "admin")]));
+    let mut req = Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let h = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        h,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn openapi_v3_serves_the_schemas_of_every_served_kind() {
+    let s = state().await;
+    // The index: one entry per group-version, as kube-apiserver lists them.
+    let (st, h, index) = get_with(&s, "/openapi/v3", &[("accept", "application/json")]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/json");
+    let paths = index["paths"].as_object().unwrap();
+    let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "api/v1",
+            "apis/apps/v1",
+            "apis/batch/v1",
+            "apis/coordination.k8s.io/v1",
+            "apis/discovery.k8s.io/v1",
+            "apis/kommit.dev/v1",
+            "apis/rbac.authorization.k8s.io/v1",
+        ]
+    );
+    let url = paths["api/v1"]["serverRelativeURL"].as_str().unwrap();
+    let hash = url
+        .strip_prefix("/openapi/v3/api/v1?hash=")
+        .expect("a URL with the document's hash");
+    assert_eq!(hash.len(), 64, "{url}");
+    // The same hash on the next request: the document is built once.
+    let (_, _, again) = get(&s, "/openapi/v3").await;
+    assert_eq!(again, index);
+
+    // The core document, through its URL: immutable, tagged with its hash.
+    let (st, h, doc) = get_with(&s, url, &[("accept", "application/json")]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["etag"], format!("\"{hash}\""));
+    assert_eq!(h["cache-control"], "public, immutable");
+    assert_eq!(doc["openapi"], "3.0.0");
+    assert_eq!(
+        kommit_api::openapi::dangling_refs(&doc),
+        Vec::<String>::new(),
+        "every $ref resolves inside the document"
+    );
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let pod = &schemas["io.k8s.api.core.v1.Pod"];
+    assert_eq!(
+        pod["x-kubernetes-group-version-kind"],
+        json!([{"group": "", "kind": "Pod", "version": "v1"}])
+    );
+    assert!(
+        pod["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pod is a collection of containers")
+    );
+    assert_eq!(
+        pod["properties"]["spec"]["allOf"],
+        json!([{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}])
+    );
+    assert!(pod.get("required").is_none(), "{}", pod["required"]);
+    for reached in [
+        "io.k8s.api.core.v1.Container",
+        "io.k8s.api.core.v1.Probe",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+        "io.k8s.api.core.v1.ServiceSpec",
+        "io.k8s.api.core.v1.PodList",
+    ] {
+        assert!(schemas.contains_key(reached), "{reached} missing");
+    }
+    // kubectl finds a resource's kind through the `get` of its path.
+    let op = &doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"];
+    assert_eq!(
+        op["x-kubernetes-group-version-kind"],
+        json!({"group": "", "kind": "Pod", "version": "v1"})
+    );
+    assert_eq!(op["operationId"], "listCoreV1NamespacedPod");
+    let op = &doc["paths"]["/api/v1/nodes/{name}"]["get"];
+    assert_eq!(op["operationId"], "readCoreV1Node");
+
+    // Every group-version document is whole; kommit's Commit has its schema.
+    for (gv, entry) in paths {
+        let (st, _, doc) = get(&s, entry["serverRelativeURL"].as_str().unwrap()).await;
+        assert_eq!(st, StatusCode::OK, "{gv}");
+        assert_eq!(
+            kommit_api::openapi::dangling_refs(&doc),
+            Vec::<String>::new(),
+            "{gv}"
+        );
+    }
+    let (_, _, doc) = get(&s, "/openapi/v3/apis/kommit.dev/v1").await;
+    let commit = &doc["components"]["schemas"]["dev.kommit.v1.Commit"];
+    assert_eq!(
+        commit["x-kubernetes-group-version-kind"],
+        json!([{"group": "kommit.dev", "kind": "Commit", "version": "v1"}])
+    );
+    assert_eq!(
+        commit["properties"]["status"]["properties"]["state"]["enum"],
+        json!([
+            "Progressing",
+            "Converged",
+            "Failed",
+            "Superseded",
+            "Rejected"
+        ])
+    );
+    let (_, _, doc) = get(&s, "/openapi/v3/apis/apps/v1").await;
+    assert_eq!(
+        doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"],
+        json!([{"group": "apps", "kind": "Deployment", "version": "v1"}])
+    );
+
+    // Without the hash: revalidated; with the ETag: 304.
+    let (st, h, _) = get_with(&s, "/openapi/v3/api/v1", &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["cache-control"], "no-cache, private");
+    let etag = format!("\"{hash}\"");
+    let (st, _, _) = get_with(&s, "/openapi/v3/api/v1", &[("if-none-match", &etag)]).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+
+    // Unknown group-versions, protobuf only, anonymous: clear errors.
+    let (st, _, v) = get(&s, "/openapi/v3/apis/networking.k8s.io/v1").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(
         v["message"]
             .as_str()
             .unwrap()
-            .contains("does not serve OpenAPI"),
+            .contains("GET /openapi/v3 lists"),
         "{v}"
     );
+    let (st, _, v) = get_with(
+        &s,
+        "/openapi/v3/api/v1",
+        &[(
+            "accept",
+            "application/com.github.proto-openapi.spec.v3@v1.0+protobuf",
+        )],
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_ACCEPTABLE, "{v}");
+    let (st, _, _) = call(&s, "GET", "/openapi/v3", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
