@@ -61,6 +61,7 @@ impl Nft for FakeNft {
 fn config() -> NftablesConfig {
     NftablesConfig {
         cluster_cidr: Some("10.244.0.0/16".into()),
+        endpoint_groups: 4,
         ..NftablesConfig::default()
     }
 }
@@ -109,29 +110,22 @@ fn refs(script: &str) -> Refs {
     r
 }
 
-/// The `numgen` moduli of every Service chain, in rule order; the last rule has none.
-fn moduli(script: &str) -> BTreeMap<String, Vec<Option<u32>>> {
-    let mut out: BTreeMap<String, Vec<Option<u32>>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in script.lines() {
-        let t = line.trim();
-        if let Some(name) = t
-            .strip_prefix("chain svc-")
-            .and_then(|n| n.strip_suffix(" {"))
-        {
-            current = Some(format!("svc-{name}"));
-            continue;
-        }
-        if t == "}" {
-            current = None;
-            continue;
-        }
-        if let Some(c) = &current {
-            let m = t
-                .split_once("numgen random mod ")
-                .and_then(|(_, rest)| rest.split(' ').next())
-                .map(|n| n.parse().unwrap());
-            out.entry(c.clone()).or_default().push(m);
+/// The `endpoints` elements of the address key `key` (`ip . proto . port`): index to
+/// endpoint, as the script adds them.
+fn endpoints_of(script: &str, key: &str) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    for line in script
+        .lines()
+        .filter(|l| l.starts_with("add element ip kommit endpoints {"))
+    {
+        let body = line
+            .trim_start_matches("add element ip kommit endpoints {")
+            .trim_end_matches('}');
+        for item in body.split(", ") {
+            let (k, v) = item.trim().split_once(" : ").unwrap();
+            if let Some(i) = k.strip_prefix(key).and_then(|r| r.strip_prefix(" . ")) {
+                out.insert(i.parse().unwrap(), v.to_owned());
+            }
         }
     }
     out
@@ -156,28 +150,28 @@ fn full_sync_matches_golden_and_every_reference_resolves() {
         undeclared.is_empty(),
         "sets used, not declared: {undeclared:?}"
     );
-    // No anonymous set or map in a Service chain (each one costs the kernel a walk of
-    // the whole transaction): braces only open blocks and element lists.
-    for line in script.lines().filter(|l| l.contains("dnat to")) {
+    // No anonymous set or map in a rule (each one costs the kernel a walk of the whole
+    // transaction): braces only open blocks and element lists.
+    for line in script.lines().filter(|l| l.contains("dnat ip")) {
         assert!(!line.contains('{'), "{line}");
     }
 
     // web (3 endpoints), api:http (2), dns:dns and dns:dns-tcp (2), front:https (4),
-    // api:metrics (1): endpoint i of n is taken with probability 1/(n-i).
-    let m = moduli(&script);
-    let mut shapes: Vec<Vec<Option<u32>>> = m.values().cloned().collect();
-    shapes.sort();
-    assert_eq!(
-        shapes,
-        [
-            vec![None],
-            vec![Some(2), None],
-            vec![Some(2), None],
-            vec![Some(2), None],
-            vec![Some(3), Some(2), None],
-            vec![Some(4), Some(3), Some(2), None],
-        ]
-    );
+    // api:metrics (1): a chain per endpoint count draws an index 0..n uniformly, and each
+    // Service port's endpoints are stored under indices 0..n.
+    for n in 1..=4 {
+        assert!(script.contains(&format!(
+            "\tchain endpoints-{n} {{\n\t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @endpoints\n"
+        )));
+        assert!(script.contains(&format!(
+            "\tchain nodeport-endpoints-{n} {{\n\t\tdnat ip to meta l4proto . th dport . numgen random mod {n} map @nodeport-endpoints\n"
+        )));
+    }
+    assert!(!script.contains("chain endpoints-5"));
+    let web = endpoints_of(&script, "10.96.0.10 . tcp . 80");
+    assert_eq!(web.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(script.contains("10.96.0.10 . tcp . 80 : goto endpoints-3"));
+    assert_eq!(endpoints_of(&script, "10.96.0.13 . tcp . 443").len(), 4);
     // Not-ready endpoints, headless and ExternalName Services are absent.
     assert!(!script.contains("10.244.9.9") && !script.contains("10.244.1.6"));
     assert!(!script.contains("default/headless") && !script.contains("default/external"));
@@ -185,18 +179,29 @@ fn full_sync_matches_golden_and_every_reference_resolves() {
     assert!(script.contains("add element ip kommit no-endpoint-services { 10.96.0.14 . tcp . 80, 192.0.2.20 . tcp . 80, 10.96.0.12 . tcp . 80 }"));
     assert!(script.contains("add element ip kommit no-endpoint-nodeports { tcp . 30081 }"));
     // Named ports map to their own target ports; UDP and TCP of one port are apart.
-    assert!(script.contains("meta l4proto tcp dnat to 10.244.1.5:9100"));
-    assert!(script.contains("meta l4proto udp numgen random mod 2 0 dnat to 10.244.1.10:53"));
-    assert!(script.contains("10.96.0.53 . udp . 53 : goto svc-"));
+    assert_eq!(
+        endpoints_of(&script, "10.96.0.11 . tcp . 9090")[&0],
+        "10.244.1.5 . 9100"
+    );
+    assert_eq!(
+        endpoints_of(&script, "10.96.0.53 . udp . 53")[&0],
+        "10.244.1.10 . 53"
+    );
+    assert!(script.contains("10.96.0.53 . udp . 53 : goto endpoints-2"));
+    assert!(script.contains("10.96.0.53 . tcp . 53 : goto endpoints-2"));
     // A LoadBalancer's ingress IP reaches it like its cluster IP (hostname-only and
     // `ipMode: Proxy` entries have nothing to program).
     assert!(script.contains(
-        "add element ip kommit service-external-ips { 192.0.2.10 . tcp . 443 : goto svc-6P6KOZJQ-shop/front/tcp/https }"
+        "add element ip kommit service-external-ips { 192.0.2.10 . tcp . 443 : goto endpoints-4 }"
     ));
+    assert_eq!(
+        endpoints_of(&script, "192.0.2.10 . tcp . 443"),
+        endpoints_of(&script, "10.96.0.13 . tcp . 443")
+    );
     assert!(!script.contains("192.0.2.11"));
     // LoadBalancer and NodePort Services answer on their node ports.
-    assert!(script.contains("tcp . 30443 : goto svc-"));
-    assert!(script.contains("-shop/front/tcp/https"));
+    assert!(script.contains("tcp . 30443 : goto nodeport-endpoints-4"));
+    assert!(script.contains("tcp . 30443 . 3 : 10.244.2.21 . 8443"));
     // Every endpoint can reach itself through its Service (hairpin), once.
     let hairpin = script
         .lines()
@@ -236,7 +241,12 @@ fn partial_syncs_write_only_what_changed() {
     let report = proxier.sync(&state).unwrap();
     assert!(!report.full);
     assert_eq!(report.ports_regenerated, 1);
-    golden("nft-partial-endpoint.txt", &nft.last());
+    let script = nft.last();
+    golden("nft-partial-endpoint.txt", &script);
+    // Elements only: no chain is written, flushed or deleted.
+    assert!(report.chains_written.is_empty(), "{report:?}");
+    assert!(!script.contains("chain"), "{script}");
+    assert!(script.contains("10.96.0.10 . tcp . 80 : goto endpoints-2"));
 
     // A Service added, then one removed, in one sync.
     state.upsert_service(Service {
@@ -256,12 +266,37 @@ fn partial_syncs_write_only_what_changed() {
     let report = proxier.sync(&state).unwrap();
     let script = nft.last();
     golden("nft-partial-add-remove.txt", &script);
-    assert_eq!(report.chains_written.len(), 1);
-    assert_eq!(report.chains_deleted.len(), 1);
-    // Elements go before the chains they name are deleted.
-    let del_elem = script.find("delete element ip kommit service-ips").unwrap();
-    let del_chain = script.find("delete chain").unwrap();
-    assert!(del_elem < del_chain, "{script}");
+    // Endpoint count 1 has its chains already; front's elements are all deleted.
+    assert!(report.chains_written.is_empty(), "{report:?}");
+    assert!(!script.contains("10.96.0.13 . tcp . 443 :"), "{script}");
+    assert!(script.contains("delete element ip kommit service-nodeports { tcp . 30443 }"));
+
+    // An endpoint count beyond the chains written makes the sync full, with its chains.
+    let five: Vec<(String, u16)> = (1..=5).map(|i| (format!("10.244.5.{i}"), 80)).collect();
+    let five: Vec<(&str, u16)> = five.iter().map(|(ip, p)| (ip.as_str(), *p)).collect();
+    set_endpoints(&mut state, "default", "new", "http", &five);
+    let report = proxier.sync(&state).unwrap();
+    assert!(report.full, "{report:?}");
+    assert!(
+        report.chains_written.contains(&"endpoints-5".to_owned())
+            && report
+                .chains_written
+                .contains(&"nodeport-endpoints-5".to_owned()),
+        "{report:?}"
+    );
+    // ... after which moving between counts is elements again.
+    set_endpoints(&mut state, "default", "new", "http", &five[..4]);
+    let report = proxier.sync(&state).unwrap();
+    assert!(
+        !report.full && report.chains_written.is_empty(),
+        "{report:?}"
+    );
+    assert!(
+        nft.last()
+            .contains("10.96.0.30 . tcp . 80 : goto endpoints-4")
+    );
+    set_endpoints(&mut state, "default", "new", "http", &five);
+    assert!(!proxier.sync(&state).unwrap().full);
 
     // A Service losing all its endpoints moves from the map to the reject set.
     set_endpoints(&mut state, "default", "new", "http", &[]);
@@ -272,7 +307,7 @@ fn partial_syncs_write_only_what_changed() {
         script.contains("add element ip kommit no-endpoint-services { 10.96.0.30 . tcp . 80 }")
     );
     assert!(script.contains("add element ip kommit no-endpoint-nodeports { tcp . 30300 }"));
-    assert!(script.contains("delete element ip kommit hairpin { 10.244.3.1 . 10.244.3.1 }"));
+    assert!(script.contains("delete element ip kommit hairpin { 10.244.5.1 . 10.244.5.1, "));
 
     // Applied in order to an empty table, the scripts name only what exists.
     let all: String = nft.scripts.lock().unwrap().concat();
@@ -350,7 +385,8 @@ fn ipv6_has_its_own_table_and_ignores_ipv4_services() {
     let script = nft.last();
     assert!(script.contains("table ip6 kommit {"));
     assert!(script.contains("type ipv6_addr . inet_proto . inet_service : verdict"));
-    assert!(script.contains("dnat to [fd00:10:244::5]:8080"));
+    assert!(script.contains("fd00:10:96::10 . tcp . 80 . 0 : fd00:10:244::5 . 8080"));
+    assert!(script.contains("dnat ip6 to ip6 daddr . meta l4proto . th dport"));
     assert!(script.contains("ip6 saddr != fd00:10:244::/56"));
     assert!(
         !script.contains("10.96.0.10"),

@@ -154,26 +154,32 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
         );
     }
 
-    // backend-3 stops being ready: a partial sync rewrites web's chain and drops
-    // backend-3's hairpin element, and nothing else; nothing reaches backend-3 after.
+    // backend-3 stops being ready: a partial sync changes map and set elements only
+    // (web now goes to the 2-endpoint chains, its third endpoint and backend-3's hairpin
+    // element go); nothing reaches backend-3 after.
     let before = table(&runner);
     st = state(&["10.244.2.11", "10.244.2.12"]);
     let report = proxier.sync(&st).unwrap();
     assert!(!report.full);
-    assert_eq!(report.chains_written.len(), 1, "{report:?}");
-    let web_chain = report.chains_written[0].clone();
-    assert!(
-        web_chain.starts_with("svc-") && web_chain.ends_with("-default/web/tcp/80"),
-        "{web_chain}"
-    );
+    assert!(report.chains_written.is_empty(), "{report:?}");
     assert!(report.chains_deleted.is_empty(), "{report:?}");
-    assert_eq!((report.elements_added, report.elements_deleted), (0, 1));
+    assert_eq!((report.elements_added, report.elements_deleted), (2, 5));
     let script = runner.last();
-    assert!(!script.contains("table ip kommit {"), "{script}");
+    assert!(!script.contains("chain"), "{script}");
     let after = table(&runner);
     assert_eq!(
         changed_blocks(&before, &after),
-        [format!("chain {web_chain}"), "set hairpin".to_owned()]
+        [
+            "map endpoints",
+            "map nodeport-endpoints",
+            "map service-ips",
+            "map service-nodeports",
+            "set hairpin"
+        ]
+    );
+    assert!(
+        after.contains("10.96.0.10 . tcp . 80 : goto endpoints-2"),
+        "{after}"
     );
     let hits3 = c.backends[2].hits();
     let counts = tally(&requests(&c.node, cluster_ip, 100));
@@ -188,7 +194,7 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
         "{counts:?}"
     );
 
-    // A Service added: one chain and one map element; it answers at once.
+    // A Service added: map elements only; it answers at once.
     st.upsert_service(Service {
         name: ServiceName::new("default", "api"),
         cluster_ip: "10.96.0.20".parse().unwrap(),
@@ -203,20 +209,20 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
     });
     set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
     let report = proxier.sync(&st).unwrap();
-    assert_eq!(report.chains_written.len(), 1, "{report:?}");
+    assert!(report.chains_written.is_empty(), "{report:?}");
     assert_eq!(
-        report.elements_added, 1,
-        "the hairpin element exists already"
+        report.elements_added, 2,
+        "its map element and endpoint; the hairpin element exists already"
     );
     let counts = tally(&requests(&c.node, "10.96.0.20:80".parse().unwrap(), 20));
     assert_eq!(counts.get("backend-1"), Some(&20), "{counts:?}");
 
-    // ... and removed again: its element and chain are gone, web still answers.
+    // ... and removed again: its elements are gone, web still answers.
     st.remove_service(&ServiceName::new("default", "api"));
     let report = proxier.sync(&st).unwrap();
-    assert_eq!(report.chains_deleted.len(), 1, "{report:?}");
+    assert_eq!(report.elements_deleted, 2, "{report:?}");
     let listed = table(&runner);
-    assert!(!listed.contains("default/api"), "{listed}");
+    assert!(!listed.contains("10.96.0.20"), "{listed}");
     assert!(listed.contains("10.244.2.11 . 10.244.2.11"), "{listed}");
     assert_eq!(
         tally(&requests(&c.node, cluster_ip, 10))
@@ -308,8 +314,11 @@ fn the_golden_scripts_apply_for_real() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let listed = table(&system);
-    assert!(listed.contains("default/new/tcp/http"), "{listed}");
-    assert!(!listed.contains("shop/front"), "{listed}");
+    assert!(
+        listed.contains("10.96.0.30 . tcp . 80 : goto endpoints-1"),
+        "{listed}"
+    );
+    assert!(!listed.contains("10.96.0.13"), "{listed}");
 }
 
 /// Rules removed behind kommit's back (a firewall reload flushing the ruleset) are seen
@@ -337,4 +346,49 @@ fn a_flushed_ruleset_is_noticed_and_written_again() {
         10
     );
     cleanup(&system, IpFamily::V4).unwrap();
+}
+
+/// The IPv6 table (`ip6 kommit`) is accepted by the real nft, full and partial.
+#[test]
+fn an_ipv6_table_applies_for_real() {
+    let ns = common::netns::Netns::new();
+    let system = SystemRunner::in_netns(&ns.name);
+    let mut proxier = NftablesProxier::new(
+        &system,
+        NftablesConfig {
+            family: IpFamily::V6,
+            cluster_cidr: Some("fd00:10:244::/56".into()),
+            ..NftablesConfig::default()
+        },
+    )
+    .unwrap();
+    let mut st = kommit_proxy::ProxyState::new();
+    st.upsert_service(Service {
+        name: ServiceName::new("default", "v6"),
+        cluster_ip: "fd00:10:96::10".parse().unwrap(),
+        service_type: ServiceType::NodePort,
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: Some(30080),
+        }],
+        external_ips: Vec::new(),
+    });
+    set_endpoints(&mut st, "default", "v6", "", &[("fd00:10:244::5", 8080)]);
+    assert!(proxier.sync(&st).unwrap().full);
+    set_endpoints(
+        &mut st,
+        "default",
+        "v6",
+        "",
+        &[("fd00:10:244::5", 8080), ("fd00:10:244::6", 8080)],
+    );
+    assert!(!proxier.sync(&st).unwrap().full);
+    let listed = system.list_table(IpFamily::V6).unwrap().unwrap();
+    assert!(
+        listed.contains("fd00:10:96::10 . tcp . 80 : goto endpoints-2"),
+        "{listed}"
+    );
+    assert!(cleanup(&system, IpFamily::V6).unwrap());
 }

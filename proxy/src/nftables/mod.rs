@@ -20,7 +20,7 @@
 mod objects;
 mod runner;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 pub use objects::{
-    Element, HAIRPIN, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NftChain, PortObjects,
-    SERVICE_CHAIN_PREFIX, SERVICE_EXTERNAL_IPS, SERVICE_IPS, SERVICE_NODEPORTS, TABLE, family_name,
-    hairpin_element, port_objects, service_chain_name, static_block,
+    ENDPOINTS, Element, HAIRPIN, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODEPORT_ENDPOINTS,
+    NftChain, PortObjects, SERVICE_EXTERNAL_IPS, SERVICE_IPS, SERVICE_NODEPORTS, TABLE,
+    family_name, group_chain, group_chains, hairpin_element, nodeport_group_chain, port_objects,
+    static_block,
 };
 pub use runner::Nft;
 
@@ -57,6 +58,10 @@ pub struct NftablesConfig {
     pub localhost_node_ports: bool,
     /// A full sync at least this often, to repair changes made behind kommit's back.
     pub full_sync_period: Duration,
+    /// Endpoint counts (1 to this) whose chains every full sync writes, so that a partial
+    /// sync moves a Service between counts with map elements alone; a Service with more
+    /// endpoints brings its own chains with a full sync.
+    pub endpoint_groups: usize,
 }
 
 impl Default for NftablesConfig {
@@ -67,6 +72,7 @@ impl Default for NftablesConfig {
             masquerade_bit: 13,
             localhost_node_ports: true,
             full_sync_period: Duration::from_secs(3600),
+            endpoint_groups: 64,
         }
     }
 }
@@ -112,7 +118,8 @@ pub struct SyncReport {
     pub full: bool,
     /// Chains written (created, or flushed and rewritten).
     pub chains_written: Vec<String>,
-    /// Chains deleted (partial syncs; a full sync replaces the table).
+    /// Chains deleted (none today: a partial sync leaves the chains of endpoint counts
+    /// no longer used until the next full sync, which replaces the table).
     pub chains_deleted: Vec<String>,
     pub elements_added: usize,
     pub elements_deleted: usize,
@@ -143,6 +150,8 @@ pub struct NftablesProxier<N: Nft> {
     cache: PortCache<PortObjects>,
     /// References to each endpoint address, for the hairpin set.
     hairpin: HashMap<IpAddr, usize>,
+    /// Endpoint counts whose chains are in the table.
+    groups: BTreeSet<usize>,
     /// Whether the kernel holds what the cache says (false at start and after an error).
     in_sync: bool,
     last_full: Option<Instant>,
@@ -156,6 +165,7 @@ impl<N: Nft> NftablesProxier<N> {
             config,
             cache: PortCache::default(),
             hairpin: HashMap::new(),
+            groups: BTreeSet::new(),
             in_sync: false,
             last_full: None,
         })
@@ -192,6 +202,16 @@ impl<N: Nft> NftablesProxier<N> {
         }
         let t = Instant::now();
         let (ports, changes) = self.update_cache(state, &mut report);
+        // nft 1.0.6 cannot add a rule that uses a typeof map it reads back from the
+        // kernel ("conflicting protocols"), so a group chain is only ever written with
+        // the whole table: an endpoint count without its chains makes this sync full.
+        let full = full
+            || changes
+                .iter()
+                .flat_map(|c| &c.new)
+                .filter_map(|p| p.group)
+                .any(|n| !self.groups.contains(&n));
+        report.full = full;
         let script = if full {
             self.full_script(&ports, &mut report)
         } else {
@@ -252,15 +272,21 @@ impl<N: Nft> NftablesProxier<N> {
         let _ = writeln!(s, "add table {fam} {TABLE}\ndelete table {fam} {TABLE}");
         s.push_str(&static_block(&self.config));
         let mut elements: HashMap<&'static str, Vec<String>> = HashMap::new();
+        // Chains for every endpoint count up to `endpoint_groups`, and any larger in use.
+        let mut groups: BTreeSet<usize> = (1..=self.config.endpoint_groups).collect();
         for p in ports {
-            if let Some(c) = &p.chain {
-                objects::chain_block(c, &mut s);
-                report.chains_written.push(c.name.clone());
-            }
+            groups.extend(p.group);
             for e in &p.elements {
                 elements.entry(e.set).or_default().push(e.text());
             }
         }
+        for n in &groups {
+            for c in group_chains(*n, self.config.family) {
+                objects::chain_block(&c, &mut s);
+                report.chains_written.push(c.name);
+            }
+        }
+        self.groups = groups;
         s.push_str("}\n");
         let mut hairpin: Vec<&IpAddr> = self.hairpin.keys().collect();
         hairpin.sort();
@@ -286,45 +312,19 @@ impl<N: Nft> NftablesProxier<N> {
         s
     }
 
-    /// Only what the changed Services need: their chains and elements.
+    /// Only what the changed Services need: their elements (the chains of their endpoint
+    /// counts exist, see `sync`).
     fn partial_script(
         &mut self,
         changes: &[Change<PortObjects>],
         report: &mut SyncReport,
     ) -> String {
         let fam = family_name(self.config.family);
-        let mut chains = String::new();
+        let mut s = String::new();
         let mut deletes = Vec::new();
         let mut adds = Vec::new();
-        let mut stale_chains = Vec::new();
         let mut hairpin_delta: HashMap<IpAddr, i64> = HashMap::new();
         for change in changes {
-            let old_chains: HashMap<&str, &NftChain> = change
-                .old
-                .iter()
-                .filter_map(|p| p.chain.as_ref())
-                .map(|c| (c.name.as_str(), c))
-                .collect();
-            let mut kept = HashSet::new();
-            for c in change.new.iter().filter_map(|p| p.chain.as_ref()) {
-                kept.insert(c.name.as_str());
-                match old_chains.get(c.name.as_str()) {
-                    Some(old) if old.rules == c.rules => continue,
-                    Some(_) => {
-                        let _ = writeln!(chains, "flush chain {fam} {TABLE} {}", c.name);
-                    }
-                    None => {
-                        let _ = writeln!(chains, "add chain {fam} {TABLE} {}", c.name);
-                    }
-                }
-                for r in &c.rules {
-                    let _ = writeln!(chains, "add rule {fam} {TABLE} {} {r}", c.name);
-                }
-                report.chains_written.push(c.name.clone());
-            }
-            for name in old_chains.keys().filter(|n| !kept.contains(*n)) {
-                stale_chains.push((*name).to_owned());
-            }
             let old: HashSet<&Element> = change.old.iter().flat_map(|p| &p.elements).collect();
             let new: HashSet<&Element> = change.new.iter().flat_map(|p| &p.elements).collect();
             deletes.extend(old.difference(&new).map(|e| (*e).clone()));
@@ -348,9 +348,8 @@ impl<N: Nft> NftablesProxier<N> {
         }
         deletes.sort();
         adds.sort();
-        stale_chains.sort();
-        let mut s = chains;
-        // One statement per set (the lists are sorted by set).
+        // One statement per set (the lists are sorted by set); deletes first, so a key
+        // whose value changed (an endpoint replaced) is deleted, then added.
         for (verb, list, text) in [
             (
                 "delete",
@@ -369,12 +368,8 @@ impl<N: Nft> NftablesProxier<N> {
                 );
             }
         }
-        for c in &stale_chains {
-            let _ = writeln!(s, "delete chain {fam} {TABLE} {c}");
-        }
         report.elements_added = adds.len();
         report.elements_deleted = deletes.len();
-        report.chains_deleted = stale_chains;
         s
     }
 

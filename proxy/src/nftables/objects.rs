@@ -1,25 +1,30 @@
 //! What kommit writes into its nftables table: the fixed part (sets, maps, hook chains)
-//! and what each Service port adds (a chain and map or set elements).
+//! and what each Service port adds (map and set elements only).
 //!
 //! ```text
 //! nat-prerouting, nat-output ─► services
 //!   services: mark cluster-IP traffic for masquerading (from outside the cluster CIDR)
-//!             ip daddr . l4proto . dport  vmap @service-ips       ─► svc-<hash>-<port name>
-//!             (external and load balancer IPs: marked) vmap @service-external-ips ─► svc-...
-//!             (local address) l4proto . dport  vmap @service-nodeports ─► svc-... (marked)
-//!   svc-<hash>-ns/name/proto/port: endpoint i of n with `numgen random mod (n-i) 0`,
-//!             the last one unconditionally: dnat to endpoint
+//!             ip daddr . l4proto . dport  vmap @service-ips          ─► endpoints-<n>
+//!             (external and load balancer IPs: marked) vmap @service-external-ips ─► endpoints-<n>
+//!             (local address, marked) l4proto . dport vmap @service-nodeports ─► nodeport-endpoints-<n>
+//!   endpoints-<n>: dnat to ip daddr . l4proto . dport . (numgen random mod n) map @endpoints
+//!   nodeport-endpoints-<n>: dnat to l4proto . dport . (numgen random mod n) map @nodeport-endpoints
 //! nat-postrouting: masquerade what was marked, and a pod reaching itself (@hairpin)
 //! filter-input, filter-output, filter-forward: reject new connections to Service
 //!             ports without endpoints (@no-endpoint-services, @no-endpoint-nodeports);
 //!             drop martian traffic to 127/8 (localhost node ports only)
 //! ```
 //!
-//! Unlike the iptables layout there is no chain per endpoint and no rule per Service in
-//! a shared chain: lookups go through maps, so adding a Service adds one chain and one
-//! map element. No rule uses an anonymous set or map: the kernel binds each one by
-//! walking the whole transaction, which makes a large batch quadratic (thousands of
-//! anonymous sets turned a 10,000-Service load from seconds into minutes).
+//! A Service port with n endpoints goes to the chain of its endpoint count, which draws
+//! an index 0..n uniformly and looks up the endpoint under (address, protocol, port,
+//! index). So there is no chain per Service or per endpoint, only a few per endpoint
+//! count: a Service is a handful of map elements, and a pod replaced behind a Service
+//! changes elements only. That matters twice for the kernel: it validates the table from
+//! every base chain whenever a rule or a verdict-map element naming a chain is added
+//! (with a chain per Service, 10,000 chains walked twice per change), and `nft` lists every
+//! chain for its cache before each change. No rule uses an anonymous set or map either:
+//! the kernel binds each one by walking the whole transaction, which makes a large batch
+//! quadratic.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -31,12 +36,16 @@ use crate::model::{Endpoint, ServicePortView};
 /// The table kommit owns, in the `ip` (IPv4) or `ip6` family. Nothing else may use it.
 pub const TABLE: &str = "kommit";
 
-/// Cluster IP, protocol and port to the Service port's chain.
+/// Cluster IP, protocol and port to the chain of the port's endpoint count.
 pub const SERVICE_IPS: &str = "service-ips";
-/// External and load balancer IP, protocol and port to the Service port's chain.
+/// External and load balancer IP, protocol and port to the chain of the endpoint count.
 pub const SERVICE_EXTERNAL_IPS: &str = "service-external-ips";
-/// Protocol and node port to the Service port's chain.
+/// Protocol and node port to the node port chain of the endpoint count.
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Address, protocol, port and index to endpoint address and port.
+pub const ENDPOINTS: &str = "endpoints";
+/// Protocol, node port and index to endpoint address and port.
+pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
 /// Cluster or external IP, protocol and port of Service ports without endpoints.
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 /// Protocol and node port of Service ports without endpoints.
@@ -44,9 +53,6 @@ pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 /// `endpoint . endpoint` of every endpoint: a pod that reached itself through a
 /// Service is masqueraded so its replies come back through the node.
 pub const HAIRPIN: &str = "hairpin";
-
-/// Prefix of the per-Service-port chains.
-pub const SERVICE_CHAIN_PREFIX: &str = "svc-";
 
 /// `ip` or `ip6`: the table family, also the keyword of address matches.
 pub fn family_name(family: IpFamily) -> &'static str {
@@ -99,43 +105,45 @@ pub struct NftChain {
 /// Everything one Service port contributes to the table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortObjects {
-    /// Its chain, when it has endpoints.
-    pub chain: Option<NftChain>,
     pub elements: Vec<Element>,
     /// Its endpoints' addresses (for the hairpin set, which counts references).
     pub endpoint_ips: Vec<IpAddr>,
+    /// Its endpoint count, when it has endpoints: the group chains it goes to.
+    pub group: Option<usize>,
 }
 
-/// `svc-<hash>-namespace/name/protocol/port`: readable in `nft list`, unique by the
-/// hash (the same one the iptables chains use).
-pub fn service_chain_name(view: &ServicePortView<'_>) -> String {
-    let spn = view.name();
-    let proto = view.port.protocol;
-    let hash = crate::iptables::service_chain(&spn, proto);
-    let hash = hash
-        .strip_prefix("KOMMIT-SVC-")
-        .unwrap_or(&hash)
-        .get(..8)
-        .unwrap_or_default()
-        .to_owned();
-    let port = if view.port.name.is_empty() {
-        view.port.port.to_string()
-    } else {
-        view.port.name.clone()
-    };
-    format!(
-        "{SERVICE_CHAIN_PREFIX}{hash}-{}/{}/{}/{port}",
-        spn.service.namespace,
-        spn.service.name,
-        proto.iptables_name()
-    )
+/// The chain a Service port with `n` endpoints goes to from its cluster or external IP.
+pub fn group_chain(n: usize) -> String {
+    format!("endpoints-{n}")
 }
 
-fn dnat_target(ep: &Endpoint) -> String {
-    match ep.ip {
-        IpAddr::V4(v4) => format!("{v4}:{}", ep.port),
-        IpAddr::V6(v6) => format!("[{v6}]:{}", ep.port),
-    }
+/// The chain a Service port with `n` endpoints goes to from its node port.
+pub fn nodeport_group_chain(n: usize) -> String {
+    format!("nodeport-endpoints-{n}")
+}
+
+/// The two chains of endpoint count `n`: draw an index uniformly, DNAT to the endpoint
+/// stored under it.
+pub fn group_chains(n: usize, family: IpFamily) -> [NftChain; 2] {
+    let fam = family_name(family);
+    [
+        NftChain {
+            name: group_chain(n),
+            rules: vec![format!(
+                "dnat {fam} to {fam} daddr . meta l4proto . th dport . numgen random mod {n} map @{ENDPOINTS}"
+            )],
+        },
+        NftChain {
+            name: nodeport_group_chain(n),
+            rules: vec![format!(
+                "dnat {fam} to meta l4proto . th dport . numgen random mod {n} map @{NODEPORT_ENDPOINTS}"
+            )],
+        },
+    ]
+}
+
+fn endpoint_value(ep: &Endpoint) -> String {
+    format!("{} . {}", ep.ip, ep.port)
 }
 
 /// Generates one Service port's objects. Ports of the other address family give
@@ -183,42 +191,40 @@ pub fn port_objects(view: &ServicePortView<'_>, config: &NftablesConfig) -> Port
         return out;
     }
 
-    let name = service_chain_name(view);
     let n = endpoints.len();
-    let rules = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| {
-            let mut r = format!("meta l4proto {p}");
-            if i + 1 < n {
-                let _ = write!(r, " numgen random mod {} 0", n - i);
-            }
-            let _ = write!(r, " dnat to {}", dnat_target(ep));
-            r
-        })
-        .collect();
-    let verdict = format!("goto {name}");
-    out.elements.push(Element {
-        set: SERVICE_IPS,
-        key,
-        value: Some(verdict.clone()),
-    });
-    for k in external_keys {
+    let to_group = Some(format!("goto {}", group_chain(n)));
+    for (set, k) in std::iter::once((SERVICE_IPS, key))
+        .chain(external_keys.into_iter().map(|k| (SERVICE_EXTERNAL_IPS, k)))
+    {
+        for (i, ep) in endpoints.iter().enumerate() {
+            out.elements.push(Element {
+                set: ENDPOINTS,
+                key: format!("{k} . {i}"),
+                value: Some(endpoint_value(ep)),
+            });
+        }
         out.elements.push(Element {
-            set: SERVICE_EXTERNAL_IPS,
+            set,
             key: k,
-            value: Some(verdict.clone()),
+            value: to_group.clone(),
         });
     }
     if let Some(nk) = node_key {
+        for (i, ep) in endpoints.iter().enumerate() {
+            out.elements.push(Element {
+                set: NODEPORT_ENDPOINTS,
+                key: format!("{nk} . {i}"),
+                value: Some(endpoint_value(ep)),
+            });
+        }
         out.elements.push(Element {
             set: SERVICE_NODEPORTS,
             key: nk,
-            value: Some(verdict),
+            value: Some(format!("goto {}", nodeport_group_chain(n))),
         });
     }
     out.endpoint_ips = endpoints.iter().map(|e| e.ip).collect();
-    out.chain = Some(NftChain { name, rules });
+    out.group = Some(n);
     out
 }
 
@@ -260,6 +266,24 @@ pub fn static_block(config: &NftablesConfig) -> String {
         ),
     ] {
         let _ = writeln!(s, "\tmap {name} {{\n\t\ttype {ty}\n\t}}");
+    }
+    // The modulus in the declarations only gives the key's type (a 32-bit number); each
+    // group chain draws with its own.
+    for (name, ty) in [
+        (
+            ENDPOINTS,
+            format!(
+                "typeof {fam} daddr . meta l4proto . th dport . numgen random mod 1 : {fam} daddr . th dport"
+            ),
+        ),
+        (
+            NODEPORT_ENDPOINTS,
+            format!(
+                "typeof meta l4proto . th dport . numgen random mod 1 : {fam} daddr . th dport"
+            ),
+        ),
+    ] {
+        let _ = writeln!(s, "\tmap {name} {{\n\t\t{ty}\n\t}}");
     }
     for (name, ty) in [
         (
