@@ -32,11 +32,12 @@
 //!
 //! # nftables mode ([`nftables`])
 //! [`nftables::NftablesProxier`] keeps one table of its own (`ip kommit`): verdict maps
-//! keyed by cluster IP, protocol and port (and by node port) lead to one chain per
-//! Service port that picks an endpoint with `numgen`. Each sync is one `nft -f`
-//! transaction: full (the table replaced) or partial (only the changed chains and map
-//! elements). [`nftables::Nft`] is the seam for tests; [`iptables::SystemRunner`]
-//! implements it.
+//! keyed by cluster IP, protocol and port (and by node port) send a Service port to the
+//! chain of its endpoint count, which draws an index with `numgen` and DNATs through one
+//! map of endpoints keyed by address, protocol, port and index. A Service is map
+//! elements; each sync is one `nft -f` transaction: full (the table replaced) or partial
+//! (only the changed elements). [`nftables::Nft`] is the seam for tests;
+//! [`iptables::SystemRunner`] implements it.
 //!
 //! # Userspace mode ([`userspace`])
 //! [`userspace::UserspaceProxy`] listens on a configured address, one port per Service

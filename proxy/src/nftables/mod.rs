@@ -1,5 +1,6 @@
-//! nftables mode: one table of kommit's own (`ip kommit`), with verdict maps keyed by
-//! cluster IP, protocol and port, written with one `nft -f` transaction per sync.
+//! nftables mode: one table of kommit's own (`ip kommit`), with maps keyed by cluster
+//! IP, protocol and port (layout in the `objects` module docs), written with one
+//! `nft -f` transaction per sync.
 //!
 //! # Consistency
 //! `nft -f` sends a whole script as one netlink batch that the kernel commits at once or
@@ -13,9 +14,11 @@
 //! The first sync, the first after an error and one every
 //! [`NftablesConfig::full_sync_period`] are full: the table is deleted and written anew
 //! in the same transaction (which also removes whatever an earlier run left). Other
-//! syncs are partial: for each Service that changed, its chains are flushed and
-//! rewritten, added or deleted, and its map and set elements added or deleted; nothing
-//! else is sent. A partial sync's cost is that of the change, not of the table.
+//! syncs are partial: for each Service that changed, its map and set elements are
+//! added or deleted; nothing else is sent (no chain: the chains of endpoint counts 1 to
+//! [`NftablesConfig::endpoint_groups`] are always there, and a Service with more
+//! endpoints than that makes the sync full). A partial sync's cost is that of the
+//! change, not of the table.
 
 mod objects;
 mod runner;
