@@ -15,13 +15,11 @@ mod common;
 use std::net::SocketAddr;
 
 use common::netns::{CLUSTER_IP, requests, setup, state, tally};
-use common::{Recording, set_endpoints};
+use common::{Recording, set_endpoints, tcp_service};
 use kommit_proxy::iptables::{
     IptablesConfig, IptablesProxier, Runner, SystemRunner, cleanup, endpoint_chain, service_chain,
 };
-use kommit_proxy::{
-    Endpoint, Protocol, Service, ServiceName, ServicePort, ServicePortName, ServiceType,
-};
+use kommit_proxy::{Endpoint, Protocol, ServiceName, ServicePortName};
 
 fn config() -> IptablesConfig {
     IptablesConfig {
@@ -179,18 +177,7 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
 
     // A Service added among the others: its rule is inserted into KOMMIT-SERVICES (not a
     // rewrite of the chain), before the nodeports rule, and it answers at once.
-    st.upsert_service(Service {
-        name: ServiceName::new("default", "api"),
-        cluster_ip: "10.96.0.20".parse().unwrap(),
-        service_type: ServiceType::ClusterIp,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-        }],
-        external_ips: Vec::new(),
-    });
+    st.upsert_service(tcp_service("default", "api", "", "10.96.0.20", None));
     set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
     let report = proxier.sync(&st).unwrap();
     assert_eq!(report.chains_edited, ["nat/KOMMIT-SERVICES"], "{report:?}");

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{golden, golden_state, set_endpoints};
+use common::{golden, golden_state, set_endpoints, tcp_service};
+use kommit_proxy::ServiceName;
 use kommit_proxy::iptables::{IpFamily, RunnerError};
 use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier};
-use kommit_proxy::{Protocol, Service, ServiceName, ServicePort, ServiceType};
 
 #[derive(Default)]
 struct FakeNft {
@@ -249,18 +249,13 @@ fn partial_syncs_write_only_what_changed() {
     assert!(script.contains("10.96.0.10 . tcp . 80 : goto endpoints-2"));
 
     // A Service added, then one removed, in one sync.
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "new"),
-        cluster_ip: "10.96.0.30".parse().unwrap(),
-        service_type: ServiceType::NodePort,
-        ports: vec![ServicePort {
-            name: "http".into(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: Some(30300),
-        }],
-        external_ips: Vec::new(),
-    });
+    state.upsert_service(tcp_service(
+        "default",
+        "new",
+        "http",
+        "10.96.0.30",
+        Some(30300),
+    ));
     set_endpoints(&mut state, "default", "new", "http", &[("10.244.3.1", 80)]);
     state.remove_service(&ServiceName::new("shop", "front"));
     let report = proxier.sync(&state).unwrap();
@@ -368,18 +363,7 @@ fn ipv6_has_its_own_table_and_ignores_ipv4_services() {
     )
     .unwrap();
     let mut state = golden_state();
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "v6"),
-        cluster_ip: "fd00:10:96::10".parse().unwrap(),
-        service_type: ServiceType::ClusterIp,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-        }],
-        external_ips: Vec::new(),
-    });
+    state.upsert_service(tcp_service("default", "v6", "", "fd00:10:96::10", None));
     set_endpoints(&mut state, "default", "v6", "", &[("fd00:10:244::5", 8080)]);
     proxier.sync(&state).unwrap();
     let script = nft.last();

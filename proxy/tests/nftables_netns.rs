@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use common::netns::{CLUSTER_IP, requests, setup, state, tally};
-use common::set_endpoints;
+use common::{set_endpoints, tcp_service};
+use kommit_proxy::ServiceName;
 use kommit_proxy::iptables::{IpFamily, RunnerError, SystemRunner};
 use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier, cleanup};
-use kommit_proxy::{Protocol, Service, ServiceName, ServicePort, ServiceType};
 
 fn config() -> NftablesConfig {
     NftablesConfig {
@@ -195,18 +195,7 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
     );
 
     // A Service added: map elements only; it answers at once.
-    st.upsert_service(Service {
-        name: ServiceName::new("default", "api"),
-        cluster_ip: "10.96.0.20".parse().unwrap(),
-        service_type: ServiceType::ClusterIp,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-        }],
-        external_ips: Vec::new(),
-    });
+    st.upsert_service(tcp_service("default", "api", "", "10.96.0.20", None));
     set_endpoints(&mut st, "default", "api", "", &[("10.244.2.11", 8080)]);
     let report = proxier.sync(&st).unwrap();
     assert!(report.chains_written.is_empty(), "{report:?}");
@@ -363,18 +352,13 @@ fn an_ipv6_table_applies_for_real() {
     )
     .unwrap();
     let mut st = kommit_proxy::ProxyState::new();
-    st.upsert_service(Service {
-        name: ServiceName::new("default", "v6"),
-        cluster_ip: "fd00:10:96::10".parse().unwrap(),
-        service_type: ServiceType::NodePort,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        external_ips: Vec::new(),
-    });
+    st.upsert_service(tcp_service(
+        "default",
+        "v6",
+        "",
+        "fd00:10:96::10",
+        Some(30080),
+    ));
     set_endpoints(&mut st, "default", "v6", "", &[("fd00:10:244::5", 8080)]);
     assert!(proxier.sync(&st).unwrap().full);
     set_endpoints(

@@ -310,3 +310,30 @@ pub fn golden(name: &str, actual: &str) {
         );
     }
 }
+
+/// A Service with one TCP port 80 (named `port_name`, "" for none): a NodePort when
+/// `node_port` is given, else a ClusterIP.
+pub fn tcp_service(
+    ns: &str,
+    name: &str,
+    port_name: &str,
+    cluster_ip: &str,
+    node_port: Option<u16>,
+) -> kommit_proxy::Service {
+    kommit_proxy::Service {
+        name: ServiceName::new(ns, name),
+        cluster_ip: cluster_ip.parse().unwrap(),
+        service_type: if node_port.is_some() {
+            kommit_proxy::ServiceType::NodePort
+        } else {
+            kommit_proxy::ServiceType::ClusterIp
+        },
+        ports: vec![kommit_proxy::ServicePort {
+            name: port_name.to_owned(),
+            protocol: kommit_proxy::Protocol::Tcp,
+            port: 80,
+            node_port,
+        }],
+        external_ips: Vec::new(),
+    }
+}

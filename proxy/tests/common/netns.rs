@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kommit_proxy::{Protocol, ProxyState, Service, ServiceName, ServicePort, ServiceType};
+use kommit_proxy::ProxyState;
 use nix::sched::{CloneFlags, setns};
 
-use super::set_endpoints;
+use super::{set_endpoints, tcp_service};
 
 /// Fails the test with a clear message unless it runs as root (CI does).
 pub fn require_root() {
@@ -242,30 +242,8 @@ pub fn setup() -> Cluster {
 /// web (NodePort 30080, endpoints on :8080) and empty (no endpoints).
 pub fn state(endpoints: &[&str]) -> ProxyState {
     let mut state = ProxyState::new();
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "web"),
-        cluster_ip: "10.96.0.10".parse().unwrap(),
-        service_type: ServiceType::NodePort,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: Some(30080),
-        }],
-        external_ips: Vec::new(),
-    });
-    state.upsert_service(Service {
-        name: ServiceName::new("default", "empty"),
-        cluster_ip: "10.96.0.12".parse().unwrap(),
-        service_type: ServiceType::ClusterIp,
-        ports: vec![ServicePort {
-            name: String::new(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-        }],
-        external_ips: Vec::new(),
-    });
+    state.upsert_service(tcp_service("default", "web", "", "10.96.0.10", Some(30080)));
+    state.upsert_service(tcp_service("default", "empty", "", "10.96.0.12", None));
     let eps: Vec<(&str, u16)> = endpoints.iter().map(|ip| (*ip, 8080)).collect();
     set_endpoints(&mut state, "default", "web", "", &eps);
     state
