@@ -608,3 +608,55 @@ fn clashing_or_out_of_range_addresses_reject_the_commit_whole() {
     let o = validate(&["--service-cidr", "10.0.0.1/8"]);
     assert_eq!(o.status.code(), Some(2), "a bad range is a usage error");
 }
+
+/// A kommit killed while it owns the host's proxy rules leaves them behind;
+/// `kommit proxy cleanup` removes them, in both rule modes, and finds nothing the
+/// second time.
+#[test]
+fn proxy_cleanup_removes_what_a_killed_kommit_left() {
+    let _turn = HOST_RULES.lock().unwrap_or_else(|e| e.into_inner());
+    let _rules = ProxyCleanup;
+    for (mode, removed) in [
+        ("iptables", "deleted chain nat/KOMMIT-SERVICES"),
+        ("nftables", "deleted nftables table ip kommit"),
+    ] {
+        let node = node_name(&format!("svc-kill-{mode}"));
+        let repo = GitRepo::init();
+        let data = tempfile::tempdir().unwrap();
+        let _processes = ProcessCleanup(data.path().to_path_buf());
+        repo.write("web.yaml", &cluster_ip_service("web", "198.19.0.10"));
+        repo.commit("a Service");
+        wait_for_free_proxy_lock(T);
+        let mut up = Up::start_with(
+            repo.path(),
+            data.path(),
+            "process",
+            &node,
+            &["--proxy-mode", mode],
+        );
+        up.wait_line(&format!("proxy: {mode} mode"), T);
+        up.wait_for("the proxy's rules", T, || !kommit_rules(mode).is_empty());
+        up.kill();
+        assert!(
+            !kommit_rules(mode).is_empty(),
+            "{mode}: a killed kommit leaves its rules"
+        );
+        let cleanup = || {
+            let out = Command::new(env!("CARGO_BIN_EXE_kommit"))
+                .args(["proxy", "cleanup"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let first = cleanup();
+        assert!(first.contains(removed), "{mode}: {first}");
+        assert_eq!(kommit_rules(mode), Vec::<String>::new(), "{mode}");
+        let second = cleanup();
+        assert!(second.contains("no kommit rules (V4)"), "{mode}: {second}");
+    }
+}

@@ -195,6 +195,19 @@ impl Up {
         }
     }
 
+    /// Kills `kommit up` with SIGKILL (a crash: nothing of its own cleanup runs).
+    pub fn kill(&mut self) {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Values under a prefix, through the real etcdctl.
     pub fn etcd_values(&self, prefix: &str) -> Vec<serde_json::Value> {
         let out = Command::new("etcdctl")
