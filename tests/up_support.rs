@@ -170,13 +170,15 @@ impl Up {
     }
 
     /// SIGTERM and wait.
-    pub fn stop(&mut self) {
-        let child = self
-            .child
+    fn take_child(&mut self) -> Option<Child> {
+        self.child
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut c) = child {
+            .take()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.take_child() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
@@ -197,12 +199,7 @@ impl Up {
 
     /// Kills `kommit up` with SIGKILL (a crash: nothing of its own cleanup runs).
     pub fn kill(&mut self) {
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut c) = child {
+        if let Some(mut c) = self.take_child() {
             let _ = c.kill();
             let _ = c.wait();
         }
