@@ -1,6 +1,7 @@
-//! examples/dockercoins through the real `kommit up` (Docker runtime, iptables proxy,
-//! cluster DNS): pods find each other by Service name, webui shows a hashing rate,
-//! scaling worker raises it, and a hasher whose new pods never get ready keeps serving.
+//! examples/dockercoins through the real `kommit up` (Docker runtime, iptables and
+//! nftables proxy, cluster DNS): pods find each other by Service name, webui shows a
+//! hashing rate, scaling worker raises it, and a hasher whose new pods never get ready
+//! keeps serving.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -132,9 +133,23 @@ fn pods(up: &Up, app: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// One kommit at a time owns the host's proxy rules: the two modes take turns.
+static HOST_RULES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn dockercoins_mines_scales_and_survives_a_bad_hasher() {
-    let node = node_name("coins");
+    let _turn = HOST_RULES.lock().unwrap_or_else(|e| e.into_inner());
+    dockercoins("iptables");
+}
+
+#[test]
+fn dockercoins_through_the_nftables_proxy() {
+    let _turn = HOST_RULES.lock().unwrap_or_else(|e| e.into_inner());
+    dockercoins("nftables");
+}
+
+fn dockercoins(mode: &str) {
+    let node = node_name(&format!("coins-{mode}"));
     let _docker = DockerCleanup(node.clone());
     let _rules = ProxyCleanup;
     let repo = repo_with_example();
@@ -146,9 +161,9 @@ fn dockercoins_mines_scales_and_survives_a_bad_hasher() {
         data.path(),
         "docker",
         &node,
-        &["--proxy-mode", "iptables", "--dns-upstream", "none"],
+        &["--proxy-mode", mode, "--dns-upstream", "none"],
     );
-    up.wait_line("proxy: iptables mode", T);
+    up.wait_line(&format!("proxy: {mode} mode"), T);
     up.wait_line("pods with dnsPolicy ClusterFirst use it", T);
 
     // The worker reaches webui by its short name, and a full name resolves too.
