@@ -149,6 +149,17 @@ async fn answers_cluster_names_over_udp_and_tcp_and_follows_changes() {
     assert_eq!(t[1].authorities.len(), 1, "the SOA for negative caching");
     assert_eq!(t[1].authorities[0].record_type(), RecordType::SOA);
     assert!(t[1].edns.is_some(), "EDNS answered with EDNS");
+    // The reverse name of the cluster IP answers PTR (`dig -x 198.19.0.10`).
+    let ptr = udp(
+        addr,
+        &query("10.0.19.198.in-addr.arpa.", RecordType::PTR, false),
+    )
+    .await;
+    assert_eq!(ptr.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        answers(&ptr),
+        ["10.0.19.198.in-addr.arpa. PTR web.shop.svc.cluster.local."]
+    );
 
     // A new Service and a changed address show on the next query.
     let zone = ClusterZone::with_services(

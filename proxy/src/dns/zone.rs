@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::model::Protocol;
@@ -106,6 +106,31 @@ fn address_record(name: &Name, ip: IpAddr) -> Record {
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
     };
     Record::from_rdata(name.clone(), TTL, data)
+}
+
+/// The address a reverse name stands for: `4.3.2.1.in-addr.arpa` (labels as given, most
+/// significant last) or the 32 nibbles of `....ip6.arpa`.
+fn reverse_address(labels: &[String]) -> Option<IpAddr> {
+    match labels {
+        [d, c, b, a, in_addr, arpa] if in_addr == "in-addr" && arpa == "arpa" => {
+            let octet = |s: &String| s.parse::<u8>().ok().filter(|_| !s.starts_with('+'));
+            Some(IpAddr::V4(std::net::Ipv4Addr::new(
+                octet(a)?,
+                octet(b)?,
+                octet(c)?,
+                octet(d)?,
+            )))
+        }
+        [nibbles @ .., ip6, arpa] if ip6 == "ip6" && arpa == "arpa" && nibbles.len() == 32 => {
+            let mut value: u128 = 0;
+            for n in nibbles.iter().rev() {
+                let digit = u8::from_str_radix(n, 16).ok().filter(|_| n.len() == 1)?;
+                value = value << 4 | u128::from(digit);
+            }
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(value)))
+        }
+        _ => None,
+    }
 }
 
 fn matches_type(ip: &IpAddr, qtype: RecordType) -> bool {
@@ -224,11 +249,16 @@ impl ClusterZone {
     /// zone's own structure (`<d>`, `svc.<d>`, `<ns>.svc.<d>`, `pod.<d>`), which exists
     /// without data. Outside it, `<svc>.<ns>.svc`, `<svc>.<ns>` and a bare `<svc>` answer
     /// when such a Service exists (a bare name looks in `default` first, then in the one
-    /// namespace that has it); everything else is not ours.
+    /// namespace that has it), and reverse names (`in-addr.arpa`, `ip6.arpa`) of cluster
+    /// IPs and headless endpoints answer PTR, as CoreDNS' kubernetes plugin does;
+    /// everything else (other reverse names too) is not ours.
     pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
         let all = labels(qname);
         if let Some(rest) = all.strip_suffix(self.domain.as_slice()) {
             return self.resolve_cluster(qname, rest, qtype);
+        }
+        if let Some(ip) = reverse_address(&all) {
+            return self.reverse(qname, ip, qtype);
         }
         let found = match all.as_slice() {
             [svc, ns, s] if s == "svc" => self.service(ns, svc),
@@ -298,6 +328,35 @@ impl ClusterZone {
             },
             _ => Resolution::NxDomain,
         }
+    }
+
+    /// PTR for a reverse name: the Services whose cluster IP it is (their FQDN), and the
+    /// headless Services it is an endpoint of (`<ip-with-dashes>.<svc>.<ns>.svc.<d>`).
+    /// Addresses of no Service are not ours (the upstream may know them).
+    fn reverse(&self, qname: &Name, ip: IpAddr, qtype: RecordType) -> Resolution {
+        let mut targets = Vec::new();
+        for service in self.services.values() {
+            let target = match &service.target {
+                DnsTarget::ClusterIp(c) if *c == ip => self.service_fqdn(service),
+                DnsTarget::Headless(ips) if ips.contains(&ip) => self
+                    .service_fqdn(service)
+                    .and_then(|n| n.prepend_label(endpoint_label(&ip)).ok()),
+                _ => None,
+            };
+            targets.extend(target);
+        }
+        if targets.is_empty() {
+            return Resolution::NotOurs;
+        }
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return Self::found(Vec::new());
+        }
+        Self::found(
+            targets
+                .into_iter()
+                .map(|t| Record::from_rdata(qname.clone(), TTL, RData::PTR(PTR(t))))
+                .collect(),
+        )
     }
 
     fn service_fqdn(&self, service: &DnsService) -> Option<Name> {
@@ -621,6 +680,37 @@ mod tests {
     }
 
     #[test]
+    fn reverse_names_of_cluster_ips_and_headless_endpoints_answer_ptr() {
+        let z = zone();
+        assert_eq!(
+            text(&ask(&z, "10.0.19.198.in-addr.arpa.", RecordType::PTR)),
+            ["10.0.19.198.in-addr.arpa. PTR web.shop.svc.cluster.local."]
+        );
+        assert_eq!(
+            text(&ask(&z, "5.0.17.172.in-addr.arpa.", RecordType::PTR)),
+            ["5.0.17.172.in-addr.arpa. PTR 172-17-0-5.db.shop.svc.cluster.local."]
+        );
+        // An address of nothing in the cluster goes upstream; so do malformed names.
+        for name in [
+            "99.0.19.198.in-addr.arpa.",
+            "300.0.19.198.in-addr.arpa.",
+            "0.19.198.in-addr.arpa.",
+            "1.0.0.0.0.0.0.0.ip6.arpa.",
+        ] {
+            assert_eq!(
+                ask(&z, name, RecordType::PTR),
+                Resolution::NotOurs,
+                "{name}"
+            );
+        }
+        // The name exists: other types get no data.
+        assert_eq!(
+            text(&ask(&z, "10.0.19.198.in-addr.arpa.", RecordType::A)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn another_cluster_domain() {
         let mut z = ClusterZone::new("kommit.test.").unwrap();
         z.insert(DnsService {
@@ -636,6 +726,12 @@ mod tests {
         assert_eq!(
             ask(&z, "b.a.svc.cluster.local.", RecordType::AAAA),
             Resolution::NotOurs
+        );
+        // fd00::5 backwards, nibble by nibble.
+        let reverse = format!("5.{}d.f.ip6.arpa.", "0.".repeat(29));
+        assert_eq!(
+            text(&ask(&z, &reverse, RecordType::PTR)),
+            [format!("{reverse} PTR b.a.svc.kommit.test.")]
         );
         assert!(ClusterZone::new("").is_err());
         assert!(ClusterZone::new("bad..domain").is_err());
