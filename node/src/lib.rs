@@ -61,11 +61,11 @@
 //! and reported Succeeded/Failed; a pod no longer in the set has its containers removed.
 //! Containers are stopped as the kubelet kills them: the preStop hook (exec or httpGet)
 //! within the grace period, then SIGTERM, then SIGKILL when the grace has passed.
-//! [`probe`]s: liveness, readiness and startup (exec through the runtime, TCP, HTTP GET),
+//! [`probe`]s: liveness, readiness and startup (exec through the runtime, TCP, HTTP GET,
+//! gRPC health check),
 //! one task per running container; readiness sets the container's `ready` and the pod's
 //! Ready/ContainersReady conditions, a failed liveness or startup probe kills the
 //! container (event `Killing`) and restartPolicy restarts it with the crash back-off.
-//! Not yet: gRPC probes.
 
 pub mod agent;
 pub mod backoff;

@@ -6,7 +6,7 @@
 //! [`ContainerProbes`] ties a container's three probes together (the startup probe holds
 //! the others until it succeeds). Time is [`tokio::time::Instant`], so tests drive it with
 //! `tokio::time::pause`. [`run`] performs one probe (exec through the runtime, TCP, HTTP or HTTPS
-//! GET); the worker runs one task per running container that loops "wait until due, probe,
+//! GET, `grpc.health.v1` check); the worker runs one task per running container that loops "wait until due, probe,
 //! record" and wakes the pod's sync when a verdict changes.
 //!
 //! Results follow the kubelet: before its first verdict a readiness probe says "not
@@ -59,6 +59,14 @@ pub enum Action {
         host: Option<String>,
         /// Port.
         port: u16,
+    },
+    /// The standard gRPC health check (`grpc.health.v1.Health/Check`) on the pod IP;
+    /// `SERVING` is success.
+    Grpc {
+        /// Port.
+        port: u16,
+        /// The service name asked about (empty: the server as a whole).
+        service: String,
     },
     /// HTTP GET; a status from 200 to 399 is success.
     Http {
@@ -159,11 +167,14 @@ impl ProbeSpec {
                     .map(|h| (h.name.clone(), h.value.clone()))
                     .collect(),
             }
-        } else if p.grpc.is_some() {
-            return Err(ProbeError("gRPC probes are not supported".into()));
+        } else if let Some(g) = &p.grpc {
+            Action::Grpc {
+                port: resolve_port(&IntOrString::Int(g.port), c)?,
+                service: g.service.clone().unwrap_or_default(),
+            }
         } else {
             return Err(ProbeError(
-                "a probe needs exec, tcpSocket or httpGet".into(),
+                "a probe needs exec, tcpSocket, httpGet or grpc".into(),
             ));
         };
         let success_threshold = match kind {

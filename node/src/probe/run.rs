@@ -1,4 +1,5 @@
-//! Performing one probe or lifecycle hook: exec through the runtime, TCP connect, HTTP GET.
+//! Performing one probe or lifecycle hook: exec through the runtime, TCP connect, HTTP GET,
+//! gRPC health check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,12 @@ pub async fn network(action: &Action, pod_ip: Option<&str>, timeout: Duration) -
                 Err(_) => Outcome::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
             }
         }
+        Action::Grpc { port, service } => {
+            let Some(host) = pod_ip else {
+                return Outcome::Failure("the pod has no IP yet".into());
+            };
+            grpc_health(host, *port, service, timeout).await
+        }
         Action::Http {
             scheme,
             host,
@@ -108,6 +115,62 @@ pub async fn network(action: &Action, pod_ip: Option<&str>, timeout: Duration) -
                 )),
             }
         }
+    }
+}
+
+/// `grpc.health.v1.Health/Check` for `service`, in plain text (h2c), as the kubelet
+/// does; the failure messages are the kubelet's.
+async fn grpc_health(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{target}")) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => return Outcome::Failure(format!("bad gRPC target {target}: {e}")),
+    };
+    let within = format!("{}s", timeout.as_secs());
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service \"{target}\" within {within}: {e}"
+            ));
+        }
+        Err(_) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service \"{target}\" within {within}"
+            ));
+        }
+    };
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match tokio::time::timeout(timeout, HealthClient::new(channel).check(request)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.into_inner().status;
+            if status == ServingStatus::Serving as i32 {
+                Outcome::Success
+            } else {
+                let name = ServingStatus::try_from(status)
+                    .map(|s| s.as_str_name().to_owned())
+                    .unwrap_or_else(|_| status.to_string());
+                Outcome::Failure(format!("service unhealthy (responded with \"{name}\")"))
+            }
+        }
+        Ok(Err(status)) => Outcome::Failure(format!(
+            "error: health rpc probe failed: {}: {}",
+            status.code(),
+            status.message()
+        )),
+        Err(_) => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {within}"
+        )),
     }
 }
 
@@ -236,6 +299,76 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real gRPC health server (tonic-health, the reference implementation of
+    /// grpc.health.v1) on a loopback port.
+    async fn grpc_server() -> (u16, tonic_health::server::HealthReporter) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = incoming.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        (port, reporter)
+    }
+
+    fn grpc(port: u16, service: &str) -> Action {
+        Action::Grpc {
+            port,
+            service: service.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_standard_health_service() {
+        use tonic_health::ServingStatus;
+        let (port, reporter) = grpc_server().await;
+        let t = Duration::from_secs(2);
+        // The server as a whole is SERVING from the start.
+        assert_eq!(
+            network(&grpc(port, ""), Some("127.0.0.1"), t).await,
+            Outcome::Success
+        );
+        reporter
+            .set_service_status("shop.Cart", ServingStatus::NotServing)
+            .await;
+        assert_eq!(
+            network(&grpc(port, "shop.Cart"), Some("127.0.0.1"), t).await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        reporter
+            .set_service_status("shop.Cart", ServingStatus::Serving)
+            .await;
+        assert_eq!(
+            network(&grpc(port, "shop.Cart"), Some("127.0.0.1"), t).await,
+            Outcome::Success
+        );
+        // A service the server does not know: the RPC fails (NOT_FOUND).
+        let Outcome::Failure(why) =
+            network(&grpc(port, "nope.Service"), Some("127.0.0.1"), t).await
+        else {
+            panic!("an unknown service is not healthy");
+        };
+        assert!(why.starts_with("error: health rpc probe failed"), "{why}");
+        // Nothing listening.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed.local_addr().unwrap().port();
+        drop(closed);
+        let Outcome::Failure(why) = network(&grpc(dead, ""), Some("127.0.0.1"), t).await else {
+            panic!("a closed port is not healthy");
+        };
+        assert!(
+            why.starts_with("timeout: failed to connect service"),
+            "{why}"
+        );
+        assert_eq!(
+            network(&grpc(port, ""), None, t).await,
+            Outcome::Failure("the pod has no IP yet".into())
+        );
+    }
 
     async fn serve(code: u16) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

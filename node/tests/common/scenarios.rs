@@ -419,6 +419,10 @@ pub async fn probes_and_pre_stop(h: &impl Harness) {
         p if p != web => p,
         _ => web + 1,
     };
+    let flaky_grpc = match h.free_port() {
+        p if p != web && p != flaky => p,
+        _ => web.max(flaky) + 1,
+    };
     let mut p = pod(
         h.node(),
         "probed",
@@ -436,9 +440,11 @@ pub async fn probes_and_pre_stop(h: &impl Harness) {
                  "lifecycle": {"preStop": {"httpGet": {
                      "host": "127.0.0.1", "port": hook_port, "path": "/drain",
                      "httpHeaders": [{"name": "X-From", "value": "prestop"}]}}}},
+                // Its liveness asks the standard gRPC health service (NOT_SERVING after 2 s).
                 {"name": "flaky", "image": IMAGE,
-                 "args": ["flip-health", "--port", flaky.to_string(), "--after", "2"],
-                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": flaky},
+                 "args": ["flip-health", "--port", flaky.to_string(), "--after", "2",
+                          "--grpc-port", flaky_grpc.to_string()],
+                 "livenessProbe": {"grpc": {"port": flaky_grpc},
                                    "periodSeconds": 1, "failureThreshold": 2}},
             ]
         }),
@@ -497,7 +503,7 @@ pub async fn probes_and_pre_stop(h: &impl Harness) {
     );
     assert!(
         events.iter().any(|e| e.starts_with(
-            "Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 500"
+            "Unhealthy: Liveness probe failed: service unhealthy (responded with \"NOT_SERVING\")"
         )),
         "{events:#?}"
     );
