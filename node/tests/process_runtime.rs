@@ -57,6 +57,11 @@ fn config(name: &str, image: &str, command: &[&str], args: &[&str]) -> Container
     }
 }
 
+/// Where the process runtime keeps a container's state.
+fn container_dir(data: &std::path::Path, node: &str, id: &str) -> std::path::PathBuf {
+    data.join("process").join(node).join("containers").join(id)
+}
+
 async fn status(rt: &ProcessRuntime, id: &str) -> ContainerStatus {
     rt.list_containers(&ListFilter::all())
         .await
@@ -234,12 +239,7 @@ async fn a_new_runtime_instance_adopts_running_processes_and_ignores_reused_pids
         .create_container(&sb, &config("t", "kommit.dev/demo:x", &[], &["sleep"]))
         .await
         .unwrap();
-    let cdir = dir
-        .path()
-        .join("process")
-        .join(&node)
-        .join("containers")
-        .join(&id2);
+    let cdir = container_dir(dir.path(), &node, &id2);
     let me = std::process::id();
     std::fs::write(
         cdir.join("pid.json"),
@@ -348,12 +348,7 @@ async fn a_container_removed_while_its_shim_starts_it_leaves_no_process() {
             .create_container(&sb, &config("s", "host", &["/bin/sh", "-c", &script], &[]))
             .await
             .unwrap();
-        let cdir = dir
-            .path()
-            .join("process")
-            .join(&node)
-            .join("containers")
-            .join(&id);
+        let cdir = container_dir(dir.path(), &node, &id);
         let rt = starter.clone();
         let start_id = id.clone();
         let start = tokio::spawn(async move { rt.start_container(&start_id).await });

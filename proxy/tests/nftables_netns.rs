@@ -6,49 +6,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 use common::netns::{CLUSTER_IP, requests, setup, state, tally};
-use common::{set_endpoints, tcp_service};
+use common::{Recording, set_endpoints, tcp_service};
 use kommit_proxy::ServiceName;
-use kommit_proxy::iptables::{IpFamily, RunnerError, SystemRunner};
+use kommit_proxy::iptables::{IpFamily, SystemRunner};
 use kommit_proxy::nftables::{Nft, NftablesConfig, NftablesProxier, cleanup};
 
 fn config() -> NftablesConfig {
     NftablesConfig {
         cluster_cidr: Some("10.244.0.0/16".into()),
         ..NftablesConfig::default()
-    }
-}
-
-/// Wraps the real runner and records every script it passes on.
-struct Recording {
-    inner: SystemRunner,
-    scripts: Mutex<Vec<String>>,
-}
-
-impl Recording {
-    fn new(inner: SystemRunner) -> Self {
-        Self {
-            inner,
-            scripts: Mutex::new(Vec::new()),
-        }
-    }
-    fn last(&self) -> String {
-        self.scripts.lock().unwrap().last().cloned().unwrap()
-    }
-}
-
-impl Nft for Recording {
-    fn apply(&self, script: &str) -> Result<(), RunnerError> {
-        self.scripts.lock().unwrap().push(script.to_owned());
-        self.inner.apply(script)
-    }
-    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
-        self.inner.list_table(family)
-    }
-    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
-        self.inner.set_sysctl(key, value)
     }
 }
 
@@ -164,7 +132,7 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
     assert!(report.chains_written.is_empty(), "{report:?}");
     assert!(report.chains_deleted.is_empty(), "{report:?}");
     assert_eq!((report.elements_added, report.elements_deleted), (2, 5));
-    let script = runner.last();
+    let script = runner.last_input().unwrap();
     assert!(!script.contains("chain"), "{script}");
     let after = table(&runner);
     assert_eq!(
@@ -220,9 +188,9 @@ fn cluster_ip_spreads_over_endpoints_follows_changes_and_cleans_up() {
         10
     );
     // A sync without changes writes nothing.
-    let n = runner.scripts.lock().unwrap().len();
+    let n = runner.inputs.lock().unwrap().len();
     assert!(!proxier.sync(&st).unwrap().changed());
-    assert_eq!(runner.scripts.lock().unwrap().len(), n);
+    assert_eq!(runner.inputs.lock().unwrap().len(), n);
 
     // Cleanup: the table is gone and the cluster IP no longer answers; a second
     // cleanup finds nothing.
@@ -267,7 +235,7 @@ fn a_failed_apply_leaves_the_old_table_intact() {
     )
     .unwrap();
     assert!(probe.sync(&state(&["10.244.2.11"])).is_err());
-    let good = probe.nft().last();
+    let good = probe.nft().last_input().unwrap();
     let at = good.rfind("\t}\n}\n").unwrap();
     let bad = format!(
         "{}\tchain broken {{\n\t\tgoto no-such-chain\n\t}}\n{}",

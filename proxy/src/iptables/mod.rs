@@ -21,7 +21,7 @@
 
 mod check;
 mod rules;
-mod runner;
+pub(crate) mod runner;
 mod save;
 
 use std::collections::{HashMap, HashSet};
@@ -108,37 +108,49 @@ impl IptablesConfig {
         self.localhost_node_ports && self.family == IpFamily::V4
     }
 
-    pub(crate) fn validate(&self) -> Result<(), SyncError> {
-        if self.masquerade_bit > 31 {
-            return Err(SyncError::Config(format!(
-                "masquerade_bit {} is not in 0-31",
-                self.masquerade_bit
-            )));
-        }
-        if let Some(cidr) = &self.cluster_cidr {
-            let (addr, len) = cidr.split_once('/').unwrap_or((cidr, ""));
-            let max = match addr.parse::<IpAddr>() {
-                Ok(ip) if self.family.matches(ip) => {
-                    if ip.is_ipv4() {
-                        32
-                    } else {
-                        128
-                    }
-                }
-                _ => {
-                    return Err(SyncError::Config(format!(
-                        "cluster_cidr {cidr:?} is not an address of the proxier's family"
-                    )));
-                }
-            };
-            if !len.parse::<u8>().is_ok_and(|l| l <= max) {
-                return Err(SyncError::Config(format!(
-                    "cluster_cidr {cidr:?} needs a prefix length 0-{max}"
-                )));
-            }
-        }
-        Ok(())
+    fn validate(&self) -> Result<(), SyncError> {
+        validate_masquerading(
+            self.family,
+            self.cluster_cidr.as_deref(),
+            self.masquerade_bit,
+        )
+        .map_err(SyncError::Config)
     }
+}
+
+/// The checks both rule modes make of their masquerading settings: a mark bit in 0-31
+/// and a cluster CIDR of the proxier's family; the message says what is wrong.
+pub(crate) fn validate_masquerading(
+    family: IpFamily,
+    cluster_cidr: Option<&str>,
+    masquerade_bit: u8,
+) -> Result<(), String> {
+    if masquerade_bit > 31 {
+        return Err(format!("masquerade_bit {masquerade_bit} is not in 0-31"));
+    }
+    if let Some(cidr) = cluster_cidr {
+        let (addr, len) = cidr.split_once('/').unwrap_or((cidr, ""));
+        let max = match addr.parse::<IpAddr>() {
+            Ok(ip) if family.matches(ip) => {
+                if ip.is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "cluster_cidr {cidr:?} is not an address of the proxier's family"
+                ));
+            }
+        };
+        if !len.parse::<u8>().is_ok_and(|l| l <= max) {
+            return Err(format!(
+                "cluster_cidr {cidr:?} needs a prefix length 0-{max}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why a sync or a cleanup failed. After a failed sync the tables are as they were

@@ -173,7 +173,8 @@ impl SystemRunner {
     }
 }
 
-fn failed(program: &str, out: &std::process::Output) -> RunnerError {
+/// A command that exited unsuccessfully, with its status and stderr.
+pub(crate) fn failed(program: &str, out: &std::process::Output) -> RunnerError {
     RunnerError::Failed {
         program: program.to_owned(),
         status: out.status.to_string(),

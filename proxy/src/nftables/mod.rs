@@ -91,15 +91,12 @@ impl NftablesConfig {
     }
 
     fn validate(&self) -> Result<(), SyncError> {
-        // The same rules as the iptables mode's.
-        crate::iptables::IptablesConfig {
-            family: self.family,
-            cluster_cidr: self.cluster_cidr.clone(),
-            masquerade_bit: self.masquerade_bit,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| SyncError::Config(e.to_string()))
+        crate::iptables::validate_masquerading(
+            self.family,
+            self.cluster_cidr.as_deref(),
+            self.masquerade_bit,
+        )
+        .map_err(SyncError::Config)
     }
 }
 
@@ -107,7 +104,7 @@ impl NftablesConfig {
 /// and the next sync is a full one.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error("invalid proxy configuration: {0}")]
     Config(String),
     #[error("writing the nftables table: {0}")]
     Apply(RunnerError),
@@ -317,11 +314,7 @@ impl<N: Nft> NftablesProxier<N> {
 
     /// Only what the changed Services need: their elements (the chains of their endpoint
     /// counts exist, see `sync`).
-    fn partial_script(
-        &mut self,
-        changes: &[Change<PortObjects>],
-        report: &mut SyncReport,
-    ) -> String {
+    fn partial_script(&self, changes: &[Change<PortObjects>], report: &mut SyncReport) -> String {
         let fam = family_name(self.config.family);
         let mut s = String::new();
         let mut deletes = Vec::new();

@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::process::Stdio;
 
+use crate::iptables::runner::failed;
 use crate::iptables::{IpFamily, RunnerError, SystemRunner};
 
 use super::objects::{TABLE, family_name};
@@ -65,11 +66,7 @@ impl Nft for SystemRunner {
             .output()
             .map_err(spawn)?;
         if !out.status.success() {
-            return Err(RunnerError::Failed {
-                program,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
+            return Err(failed(&program, &out));
         }
         Ok(())
     }
@@ -94,11 +91,7 @@ impl Nft for SystemRunner {
         if stderr.contains("No such file or directory") {
             return Ok(None);
         }
-        Err(RunnerError::Failed {
-            program,
-            status: out.status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        })
+        Err(failed(&program, &out))
     }
 
     fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
@@ -123,10 +116,6 @@ impl Nft for SystemRunner {
         if stderr.contains("No such file or directory") {
             return Ok(false);
         }
-        Err(RunnerError::Failed {
-            program: "nft".into(),
-            status: out.status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        })
+        Err(failed("nft", &out))
     }
 }

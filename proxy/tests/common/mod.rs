@@ -246,7 +246,7 @@ pub fn check_probabilities(input: &str) -> usize {
     chains.len()
 }
 
-/// Wraps a real runner and records every restore input it passes on.
+/// Wraps a real runner and records every restore input (or nft script) it passes on.
 pub struct Recording<R> {
     pub inner: R,
     pub inputs: Mutex<Vec<String>>,
@@ -261,6 +261,20 @@ impl<R> Recording<R> {
     }
     pub fn last_input(&self) -> Option<String> {
         self.inputs.lock().unwrap().last().cloned()
+    }
+}
+
+/// The nftables runner's scripts are recorded the same way.
+impl<N: kommit_proxy::nftables::Nft> kommit_proxy::nftables::Nft for Recording<N> {
+    fn apply(&self, script: &str) -> Result<(), RunnerError> {
+        self.inputs.lock().unwrap().push(script.to_owned());
+        self.inner.apply(script)
+    }
+    fn list_table(&self, family: IpFamily) -> Result<Option<String>, RunnerError> {
+        self.inner.list_table(family)
+    }
+    fn set_sysctl(&self, key: &str, value: &str) -> Result<(), RunnerError> {
+        self.inner.set_sysctl(key, value)
     }
 }
 
